@@ -1,0 +1,118 @@
+"""Immutable, normalised IP values the core computes with: an integer and a family.
+
+netaddr parses and prints; everything in between is integer arithmetic, which keeps the
+allocator fast and keeps the test oracle (the standard library's `ipaddress`) independent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import netaddr
+
+BITS = {4: 32, 6: 128}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Address:
+    version: int
+    value: int
+
+    def __str__(self) -> str:
+        return str(netaddr.IPAddress(self.value, self.version))
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.version == 4:
+            return self.value >> 24 == 127
+        return self.value == 1
+
+    def as_cidr(self) -> Cidr:
+        return Cidr(self.version, self.value, BITS[self.version])
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Cidr:
+    # Field order gives the sort order the allocation rules use: IPv4 first, then lowest.
+    version: int
+    value: int
+    prefixlen: int
+
+    def __str__(self) -> str:
+        return f"{netaddr.IPAddress(self.value, self.version)}/{self.prefixlen}"
+
+    @property
+    def bits(self) -> int:
+        return BITS[self.version]
+
+    @property
+    def size(self) -> int:
+        return 1 << (self.bits - self.prefixlen)
+
+    @property
+    def first(self) -> int:
+        return self.value
+
+    @property
+    def last(self) -> int:
+        return self.value + self.size - 1
+
+    def address(self, offset: int) -> Address:
+        return Address(self.version, self.value + offset)
+
+    def overlaps(self, other: Cidr) -> bool:
+        return (
+            self.version == other.version
+            and self.first <= other.last
+            and other.first <= self.last
+        )
+
+    def contains(self, other: Cidr | Address) -> bool:
+        if self.version != other.version:
+            return False
+        if isinstance(other, Address):
+            return self.first <= other.value <= self.last
+        return self.first <= other.first and other.last <= self.last
+
+    def subnet(self, prefixlen: int, index: int) -> Cidr:
+        """The index-th subnet of this size inside this network."""
+        return Cidr(self.version, self.value + (index << (self.bits - prefixlen)), prefixlen)
+
+
+def _parse_ip(text: str) -> netaddr.IPAddress:
+    # INET_PTON: no "10.1" or "010.0.0.1" shorthands, which would silently mean something else.
+    return netaddr.IPAddress(text, flags=netaddr.INET_PTON)
+
+
+def parse_address(text: str) -> Address:
+    """An address; ValueError with a short reason when it is none."""
+    if not isinstance(text, str) or "/" in text:
+        raise ValueError("is not an IP address")
+    try:
+        ip = _parse_ip(text.strip())
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise ValueError("is not an IP address") from None
+    return Address(ip.version, int(ip))
+
+
+def parse_cidr(text: str) -> Cidr:
+    """A network in CIDR notation with no host bits set; ValueError with a short reason."""
+    if not isinstance(text, str) or text.count("/") != 1:
+        raise ValueError("is not a CIDR (address/prefix-length)")
+    addr_text, _, len_text = text.strip().partition("/")
+    try:
+        ip = _parse_ip(addr_text)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise ValueError("is not a CIDR (address/prefix-length)") from None
+    if not len_text.isdecimal() or len(len_text) > 3:
+        raise ValueError("has an invalid prefix length")
+    prefixlen = int(len_text)
+    bits = BITS[ip.version]
+    if prefixlen > bits:
+        raise ValueError(f"has a prefix length above {bits}")
+    host_mask = (1 << (bits - prefixlen)) - 1
+    value = int(ip)
+    if value & host_mask:
+        network = Cidr(ip.version, value & ~host_mask, prefixlen)
+        raise ValueError(f"has host bits set (the network is {network})")
+    return Cidr(ip.version, value, prefixlen)

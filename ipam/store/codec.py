@@ -1,0 +1,58 @@
+"""The stored form of records and leases: JSON objects with the field names of DESIGN.md."""
+
+from __future__ import annotations
+
+import json
+
+from ipam.allocation import Lease
+from ipam.net import parse_address, parse_cidr
+from ipam.pool import Pool
+from ipam.store.base import ClusterRecord, PoolRecord
+
+
+def record_to_json(record: ClusterRecord) -> str:
+    return json.dumps(
+        {
+            "cluster": record.name,
+            "pools": [
+                {"name": p.pool.name, "cidr": str(p.pool.cidr),
+                 "nodeMaskSize": p.pool.node_mask, "auto": p.auto}
+                for p in record.pools
+            ],
+            "services": [str(c) for c in record.services],
+            "servicesAuto": record.services_auto,
+            "reserved": [str(c) for c in record.reserved],
+            "avoid": [str(c) for c in record.avoid],
+            "hosts": [[node, str(addr)] for node, addr in record.hosts],
+        },
+        sort_keys=True,
+    )
+
+
+def record_from_json(text: str | bytes) -> ClusterRecord:
+    data = json.loads(text)
+    return ClusterRecord(
+        name=data["cluster"],
+        pools=tuple(
+            PoolRecord(Pool(p["name"], parse_cidr(p["cidr"]), p["nodeMaskSize"]), p["auto"])
+            for p in data["pools"]
+        ),
+        services=tuple(parse_cidr(c) for c in data["services"]),
+        services_auto=data["servicesAuto"],
+        reserved=tuple(parse_cidr(c) for c in data["reserved"]),
+        avoid=tuple(parse_cidr(c) for c in data["avoid"]),
+        hosts=tuple((node, parse_address(addr)) for node, addr in data["hosts"]),
+    )
+
+
+def lease_to_json(lease: Lease) -> str:
+    return json.dumps(
+        {"cluster": lease.cluster, "pool": lease.pool, "node": lease.node,
+         "cidr": str(lease.cidr)},
+        sort_keys=True,
+    )
+
+
+def lease_from_json(text: str | bytes) -> Lease:
+    data = json.loads(text)
+    return Lease(data["cluster"], data["pool"], data["node"], parse_cidr(data["cidr"]))

@@ -1,0 +1,161 @@
+"""The embedded store: one SQLite file, one transaction per run.
+
+`BEGIN IMMEDIATE` takes the write lock before the snapshot is read, so two allocators on
+one file run one after the other and the second plans from what the first wrote: no CIDR
+can be handed out twice, and a failed run writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+
+from ipam.allocation import Lease, Released
+from ipam.errors import StoreUnavailable
+from ipam.net import parse_cidr
+from ipam.store.base import ClusterState, ClusterWrite, R, Snapshot, Store
+from ipam.store.codec import record_from_json, record_to_json
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS clusters (
+    name   TEXT PRIMARY KEY,
+    record TEXT NOT NULL            -- JSON: pools, services, reserved, avoid, node addresses
+);
+CREATE TABLE IF NOT EXISTS leases (
+    cluster TEXT NOT NULL,
+    pool    TEXT NOT NULL,
+    node    TEXT NOT NULL,
+    cidr    TEXT NOT NULL,
+    PRIMARY KEY (cluster, pool, node),
+    UNIQUE (cluster, pool, cidr)
+);
+CREATE TABLE IF NOT EXISTS released (  -- history: CIDRs handed out and freed
+    cluster TEXT NOT NULL,
+    pool    TEXT NOT NULL,
+    cidr    TEXT NOT NULL,
+    seq     INTEGER NOT NULL,       -- release sequence: lower was freed earlier
+    PRIMARY KEY (cluster, pool, cidr)
+);
+"""
+
+# Long enough to queue behind another allocator's run of thousands of nodes.
+BUSY_TIMEOUT_S = 60
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.url = path
+
+    def _connect(self, create: bool) -> sqlite3.Connection | None:
+        try:
+            if not os.path.exists(self.path):
+                if not create:
+                    return None
+                # Leases name every node of a cluster: readable by the owner only.
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            if os.path.isdir(self.path):
+                raise StoreUnavailable(f"store {self.path}: is a directory")
+            mode = "rw" if create else "ro"
+            conn = sqlite3.connect(
+                f"file:{self.path}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+            )
+            if create:
+                conn.executescript(SCHEMA)
+            return conn
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"store {self.path}: {_reason(exc)}") from exc
+
+    def snapshot(self) -> Snapshot:
+        conn = self._connect(create=False)
+        if conn is None:
+            return Snapshot()
+        try:
+            conn.execute("BEGIN")
+            if not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='leases'"
+            ).fetchone():
+                return Snapshot()
+            return _read(conn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store {self.path}: {_reason(exc)}") from exc
+        finally:
+            conn.close()
+
+    def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]]) -> R:
+        conn = self._connect(create=True)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                write, result = plan(_read(conn))
+                if write is not None:
+                    _write(conn, write)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return result
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store {self.path}: {_reason(exc)}") from exc
+        finally:
+            conn.close()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
+def _read(conn: sqlite3.Connection) -> Snapshot:
+    records = {name: record_from_json(text)
+               for name, text in conn.execute("SELECT name, record FROM clusters")}
+    leases: dict[str, list[Lease]] = {}
+    for cluster, pool, node, cidr in conn.execute(
+        "SELECT cluster, pool, node, cidr FROM leases"
+    ):
+        leases.setdefault(cluster, []).append(Lease(cluster, pool, node, parse_cidr(cidr)))
+    history: dict[str, list[Released]] = {}
+    last_seq = 0
+    for cluster, pool, cidr, seq in conn.execute(
+        "SELECT cluster, pool, cidr, seq FROM released"
+    ):
+        history.setdefault(cluster, []).append(Released(cluster, pool, parse_cidr(cidr), seq))
+        last_seq = max(last_seq, seq)
+    clusters = {
+        name: ClusterState(
+            records.get(name),
+            tuple(sorted(leases.get(name, ()))),
+            tuple(sorted(history.get(name, ()))),
+        )
+        for name in sorted(set(records) | set(leases))
+    }
+    return Snapshot(clusters, last_seq + 1)
+
+
+def _write(conn: sqlite3.Connection, write: ClusterWrite) -> None:
+    if write.record is None:
+        for table in ("leases", "released"):
+            conn.execute(f"DELETE FROM {table} WHERE cluster = ?", (write.cluster,))
+        conn.execute("DELETE FROM clusters WHERE name = ?", (write.cluster,))
+        return
+    conn.execute(
+        "INSERT INTO clusters (name, record) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+        (write.cluster, record_to_json(write.record)),
+    )
+    conn.executemany(
+        "DELETE FROM leases WHERE cluster = ? AND pool = ? AND node = ? AND cidr = ?",
+        [(x.cluster, x.pool, x.node, str(x.cidr)) for x in write.delete],
+    )
+    conn.executemany(
+        "INSERT INTO leases (cluster, pool, node, cidr) VALUES (?, ?, ?, ?)",
+        [(x.cluster, x.pool, x.node, str(x.cidr)) for x in write.create],
+    )
+    conn.executemany(
+        "INSERT INTO released (cluster, pool, cidr, seq) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (cluster, pool, cidr) DO UPDATE SET seq = excluded.seq",
+        [(x.cluster, x.pool, str(x.cidr), x.seq) for x in write.released],
+    )
