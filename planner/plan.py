@@ -156,7 +156,8 @@ def _raise_on_conflict(own: list[Claim], foreign: list[Claim]) -> None:
     ]
     if found:
         a, b = found[0]
-        more = f" (and {len(found) - 1} more conflicts)" if len(found) > 1 else ""
+        extra = len(found) - 1
+        more = f" (and {extra} more conflict{'s' if extra > 1 else ''})" if extra else ""
         raise RangeConflict(describe_conflict(a, b) + more)
 
 
