@@ -95,6 +95,7 @@ def plan_allocation(
             by_pool[lease.pool].append(lease)
         elif lease.node in wanted or not keep_removed:
             changes.append(Change("release", lease.node, lease.pool, lease.cidr, "pool removed"))
+            freed.append(Released(cluster, lease.pool, lease.cidr, seq))
         else:
             changes.append(Change("keep", lease.node, lease.pool, lease.cidr))
             final.append(lease)
@@ -141,9 +142,10 @@ def _plan_pool(cluster, pool, pmap, nodes, pins, stored, seq, keep_removed,
     for lease in to_free:
         if pmap.state(lease.cidr) == LEASED:
             continue  # held by a lease that stays: freeing it would hand it out twice
-        if pmap.fits(lease.cidr):
-            pmap.remember_release(lease.cidr, seq)
-            freed.append(Released(cluster, pool.name, lease.cidr, seq))
+        # Remembered even when it no longer fits: should the pool take its old shape
+        # again, the CIDR is still known as used.
+        pmap.remember_release(lease.cidr, seq)
+        freed.append(Released(cluster, pool.name, lease.cidr, seq))
 
     owner_of = {lease.cidr: lease.node for lease in holder.values()}
     for node in nodes:
