@@ -15,7 +15,7 @@ from rich.console import Console
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer's own click
 
 from ipam.errors import InvalidInput, NetplanError
-from ipam.store import ClusterWrite, Store, open_store
+from ipam.store import ClusterWrite, Store, StoreOptions, open_store
 from ipam.store.base import Snapshot
 from planner.release import release_write
 from planner import report
@@ -62,7 +62,36 @@ DEFAULT_STORE = "./netplan.db"
 
 
 def _store(url: str) -> Store:
-    return open_store(url)
+    return open_store(url, _store_options)
+
+
+# Set by the app callback from the global etcd flags, read when a command opens its store.
+_store_options = StoreOptions()
+
+
+@app.callback()
+def _global(
+    etcd_prefix: Annotated[str, typer.Option(
+        "--etcd-prefix", envvar="NETPLAN_ETCD_PREFIX", help="Key prefix in etcd.")] = "/netplan",
+    etcd_ca: Annotated[Optional[str], typer.Option(
+        "--etcd-ca", help="CA certificate (PEM) that signed etcd's server certificate.")] = None,
+    etcd_cert: Annotated[Optional[str], typer.Option(
+        "--etcd-cert", help="Client certificate (PEM) for etcd.")] = None,
+    etcd_key: Annotated[Optional[str], typer.Option(
+        "--etcd-key", help="Client key (PEM) for etcd.")] = None,
+    etcd_user: Annotated[Optional[str], typer.Option(
+        "--etcd-user", help="etcd user; the password comes from $NETPLAN_ETCD_PASSWORD.")] = None,
+    store_timeout: Annotated[float, typer.Option(
+        "--store-timeout", min=0.1, help="Seconds before an unanswered store counts as down.")]
+    = 5.0,
+) -> None:
+    """Global options (before the command): how to reach an etcd store."""
+    global _store_options
+    _store_options = StoreOptions(
+        etcd_prefix=etcd_prefix, etcd_ca=etcd_ca, etcd_cert=etcd_cert, etcd_key=etcd_key,
+        etcd_user=etcd_user, etcd_password=os.environ.get("NETPLAN_ETCD_PASSWORD"),
+        timeout=store_timeout,
+    )
 
 
 def _warn(messages) -> None:
@@ -206,10 +235,36 @@ def check(
         raise typer.Exit(1)
 
 
+GLOBAL_OPTIONS = ("--etcd-prefix", "--etcd-ca", "--etcd-cert", "--etcd-key", "--etcd-user",
+                  "--store-timeout")
+
+
+def _hoist_global_options(args: list[str]) -> list[str]:
+    """Move the store's connection flags in front of the command, so that they work
+    wherever they stand (`netplan allocate -f x --store etcd://... --etcd-ca ca.pem`)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            takes_next = "=" not in arg and i + 1 < len(args)
+            front += args[i : i + (2 if takes_next else 1)]
+            i += 2 if takes_next else 1
+            continue
+        rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("NETPLAN_DEBUG") == "1"
-    args = [a for a in args if a != "--debug"]
+    args = _hoist_global_options([a for a in args if a != "--debug"])
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="netplan", standalone_mode=False)

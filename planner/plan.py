@@ -98,10 +98,10 @@ def build_plan(spec: Spec, snapshot: Snapshot, keep_removed: bool = False) -> Pl
                  tuple(sorted(by_node.get(n.name, ()), key=lambda c: order[pool_of[c]])))
         for n in spec.nodes
     )
+    in_spec = {n.name for n in spec.nodes}
     warnings = list(spec.warnings)
     warnings += [f"lease of removed node {c.node} kept ({c.pool} {c.cidr})"
-                 for c in allocation.changes
-                 if c.action == "keep" and c.node not in {n.name for n in spec.nodes}]
+                 for c in allocation.changes if c.action == "keep" and c.node not in in_spec]
     return Plan(spec.cluster, allocation.usage, services, nodes, allocation.changes,
                 tuple(chosen), tuple(warnings), record, allocation)
 

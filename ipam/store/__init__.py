@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ipam.errors import InvalidInput
 from ipam.store.base import (
     ClusterRecord,
@@ -14,12 +16,26 @@ from ipam.store.base import (
 
 __all__ = [
     "ClusterRecord", "ClusterState", "ClusterWrite", "PoolRecord", "Snapshot", "Store",
-    "open_store",
+    "StoreOptions", "open_store",
 ]
 
 
-def open_store(url: str) -> Store:
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """Connection settings that only some back ends use (etcd)."""
+
+    etcd_prefix: str = "/netplan"
+    etcd_ca: str | None = None
+    etcd_cert: str | None = None
+    etcd_key: str | None = None
+    etcd_user: str | None = None
+    etcd_password: str | None = None  # from $NETPLAN_ETCD_PASSWORD, never printed
+    timeout: float = 5.0  # seconds to wait for an answer before the store counts as down
+
+
+def open_store(url: str, options: StoreOptions | None = None) -> Store:
     """A store from its --store spelling: a file path, `memory:` or `etcd://...`."""
+    options = options or StoreOptions()
     if not url:
         raise InvalidInput("--store", url, "is empty")
     if url == "memory:":
