@@ -7,7 +7,9 @@ def show_value(value: object) -> str:
     """A value as an error message shows it: strings quoted, label selectors as YAML maps."""
     if isinstance(value, str):
         return repr(value)
-    if isinstance(value, tuple) and all(isinstance(pair, tuple) and len(pair) == 2 for pair in value):
+    if isinstance(value, tuple) and all(
+        isinstance(pair, tuple) and len(pair) == 2 for pair in value
+    ):
         return "{" + ", ".join(f"{key}: {val}" for key, val in value) + "}"
     return str(value)
 

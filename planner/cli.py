@@ -18,6 +18,9 @@ from ipam.errors import InvalidInput, NetplanError
 from ipam.store import ClusterWrite, Store, StoreOptions, open_store
 from ipam.store.base import Snapshot
 from planner.release import release_write
+from planner.routing import topology_of
+from bgp import render_bird, render_exabgp
+from planner.files import write_private
 from planner import report
 from planner.audit import audit
 from planner.plan import Plan, build_plan
@@ -35,7 +38,8 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output is not cut to 80 columns: tables of addresses stay whole for grep and less.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -124,6 +128,10 @@ def _plan_command(spec_path: str, store_url: str, output: Output, keep_removed: 
         else:
             plan = build_plan(spec, store.snapshot(), keep_removed)
     data = report.plan_dict(plan)
+    topo = topology_of(spec, plan)
+    data["bgp"] = {"topology": topo.topology, "sessions": topo.sessions,
+                   "explanation": topo.explanation}
+    data["warnings"] += list(topo.warnings)
     if output is Output.table:
         _warn(data.pop("warnings"))
         data["warnings"] = []
@@ -217,6 +225,75 @@ def release(
         out.print(f"forgot cluster {cluster}", markup=False)
 
 
+class TopologyFormat(str, Enum):
+    table = "table"
+    json = "json"
+    dot = "dot"
+    mermaid = "mermaid"
+
+
+class Daemon(str, Enum):
+    bird = "bird"
+    exabgp = "exabgp"
+
+
+@app.command()
+def topology(
+    file: SpecOpt,
+    output: Annotated[TopologyFormat, typer.Option("--output", "-o", help="Output format.")] =
+    TopologyFormat.table,
+) -> None:
+    """Show every node's BGP sessions: full mesh, route reflectors, external peers.
+
+    Example: `netplan topology -f netplan.yaml -o dot | dot -Tsvg > bgp.svg`
+    """
+    spec = load_spec_file(file)
+    topo = topology_of(spec)
+    if output is TopologyFormat.json:
+        out.file.write(topo.to_json() + "\n")
+    elif output is TopologyFormat.dot:
+        out.file.write(topo.to_dot())
+    elif output is TopologyFormat.mermaid:
+        out.file.write(topo.to_mermaid())
+    else:
+        report.topology_table(topo.to_dict(), out)
+        _warn(topo.warnings)
+
+
+@app.command()
+def render(
+    daemon: Annotated[Daemon, typer.Argument(help="bird or exabgp.")],
+    file: SpecOpt,
+    node: Annotated[str, typer.Option("--node", help="The node to render for.")],
+    store: StoreOpt = DEFAULT_STORE,
+    out_file: Annotated[Optional[str], typer.Option(
+        "--out", help="Write to this file (mode 0600) instead of stdout.")] = None,
+    show_secrets: Annotated[bool, typer.Option(
+        "--show-secrets", help="Write MD5 passwords from their passwordEnv variables.")] = False,
+    export_kernel: Annotated[bool, typer.Option(
+        "--export-kernel", help="bird: install learned pod routes into the kernel.")] = False,
+) -> None:
+    """Configuration of one node for BIRD 2 or ExaBGP; it announces the node's CIDRs as
+    `plan` computes them from the store.
+
+    Example: `netplan render bird -f netplan.yaml --node node-a --out /etc/bird/bird.conf`
+    """
+    spec = load_spec_file(file)
+    if node not in {n.name for n in spec.nodes}:
+        raise InvalidInput("--node", node, "is not a node of the spec")
+    with _store(store) as s:
+        planned = build_plan(spec, s.snapshot())
+    topo = topology_of(spec, planned, secrets=show_secrets)
+    if daemon is Daemon.bird:
+        text = render_bird(topo, node, show_secrets=show_secrets, export_kernel=export_kernel)
+    else:
+        text = render_exabgp(topo, node, show_secrets=show_secrets)
+    if out_file is None:
+        out.file.write(text)
+        return
+    write_private(out_file, text)
+
+
 @app.command()
 def check(
     store: StoreOpt = DEFAULT_STORE,
@@ -287,4 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug: say so in one line; --debug shows where
+        if debug:
+            raise
+        err.print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug "
+                  "for the traceback", markup=False)
+        return 1
     return code if isinstance(code, int) else 0

@@ -132,6 +132,9 @@ def plan_table(data: dict, console: Console, title: str = "") -> None:
         console.print(table)
     elif "changes" in data and title:
         console.print("no changes: the store matches the spec")
+    if "bgp" in data:
+        b = data["bgp"]
+        console.print(f"bgp {b['topology']}: {b['sessions']} sessions", markup=False)
     for c in data["chosen"]:
         console.print(f"chosen {c['field']} = {c['cidr']}: {c['reason']}")
     for w in data["warnings"]:
@@ -153,3 +156,24 @@ def check_table(data: dict, console: Console) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
     if not data["problems"]:
         console.print("no problems found")
+
+
+def topology_table(data: dict, console: Console) -> None:
+    console.print(f"[bold]cluster {data['cluster']}[/bold] — AS {data['asNumber']}, "
+                  f"{data['topology']}, {data['sessions']} sessions")
+    if data.get("explanation"):
+        console.print(data["explanation"], markup=False)
+    table = Table("node", "address", "role", "peer", "peer address", "kind", "passive",
+                  box=None, header_style="bold")
+    for node in data["nodes"]:
+        first = True
+        for peer in node["peers"] or [None]:
+            cells = [node["name"], node["address"], node["role"]] if first else ["", "", ""]
+            first = False
+            if peer is None:
+                table.add_row(*cells, "-", "", "", "")
+                continue
+            table.add_row(*cells, peer["name"] or "(external)",
+                          f"{peer['address']}:{peer['port']}", peer["kind"],
+                          "yes" if peer["passive"] else "")
+    console.print(table)
