@@ -10,22 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ipam.errors import PinConflict, PoolExhausted
 from ipam.net import Cidr
 from ipam.pool import LEASED, Pool, PoolMap, RESERVED
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Lease:
+class Lease(NamedTuple):
     cluster: str
     pool: str
     node: str
     cidr: Cidr
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Released:
+class Released(NamedTuple):
     """A CIDR that was handed out and freed, with the sequence number of its release."""
 
     cluster: str
@@ -34,8 +33,7 @@ class Released:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     action: str  # allocate | release | keep
     node: str
     pool: str

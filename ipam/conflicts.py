@@ -9,7 +9,7 @@ O(n log n + overlaps).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ipam.net import Cidr
 
@@ -19,8 +19,7 @@ POOL, SERVICES, AVOID, RESERVED, HOST, LEASE = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(NamedTuple):
     kind: str
     label: str  # what the user calls it, e.g. "pools[0] (pods-v4)" or "node node-a"
     cidr: Cidr
@@ -39,32 +38,43 @@ def overlapping_pairs(
     claims: Iterable[Claim], relevant: Callable[[Claim, Claim], bool]
 ) -> list[tuple[Claim, Claim]]:
     """Every pair (outer, inner) of overlapping claims for which relevant(outer, inner)."""
-    ordered = sorted(claims, key=lambda c: (c.cidr.version, c.cidr.first, -c.cidr.last))
+    claims = list(claims)
+    # Integer keys computed once; (version, first, -last) sorts outer ranges before inner.
+    keyed = []
+    for i, (_, _, (version, value, prefixlen), _) in enumerate(claims):
+        size = 1 << ((32 if version == 4 else 128) - prefixlen)
+        keyed.append((version, value, 1 - size, i))
+    keyed.sort()
     pairs: list[tuple[Claim, Claim]] = []
-    stack: list[Claim] = []
-    for claim in ordered:
-        while stack and (
-            stack[-1].cidr.version != claim.cidr.version or stack[-1].cidr.last < claim.cidr.first
-        ):
+    stack: list[tuple[int, int]] = []  # (last, index) of the open chain of one family
+    family = None
+    for version, first, one_minus_size, i in keyed:
+        if version != family:
+            stack.clear()
+            family = version
+        while stack and stack[-1][0] < first:
             stack.pop()
-        for outer in stack:
-            if relevant(outer, claim):
-                pairs.append((outer, claim))
-        stack.append(claim)
+        if stack:
+            claim = claims[i]
+            for _, j in stack:
+                if relevant(claims[j], claim):
+                    pairs.append((claims[j], claim))
+        stack.append((first - one_minus_size, i))
     return pairs
 
 
 # Pairs of kinds that must never overlap, in any cluster of a store (DESIGN.md section 2).
 _EXCLUSIVE = {
-    frozenset({POOL}), frozenset({POOL, SERVICES}), frozenset({POOL, AVOID}),
-    frozenset({SERVICES}), frozenset({SERVICES, AVOID}),
-    frozenset({HOST, POOL}), frozenset({HOST, SERVICES}), frozenset({HOST, RESERVED}),
-    frozenset({LEASE}),
+    (POOL, POOL), (POOL, SERVICES), (POOL, AVOID),
+    (SERVICES, SERVICES), (SERVICES, AVOID),
+    (HOST, POOL), (HOST, SERVICES), (HOST, RESERVED),
+    (LEASE, LEASE),
 }
+_EXCLUSIVE |= {(b, a) for a, b in _EXCLUSIVE}
 
 
 def forbidden(a: Claim, b: Claim) -> bool:
-    return frozenset({a.kind, b.kind}) in _EXCLUSIVE
+    return (a.kind, b.kind) in _EXCLUSIVE
 
 
 def conflicts(claims: Iterable[Claim]) -> list[tuple[Claim, Claim]]:

@@ -2,19 +2,20 @@
 
 netaddr parses and prints; everything in between is integer arithmetic, which keeps the
 allocator fast and keeps the test oracle (the standard library's `ipaddress`) independent.
+The values are named tuples: immutable, ordered field by field, and several times cheaper
+to create than frozen dataclasses, which matters at 65,536 node CIDRs a plan.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import netaddr
 
 BITS = {4: 32, 6: 128}
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Address:
+class Address(NamedTuple):
     version: int
     value: int
 
@@ -31,8 +32,7 @@ class Address:
         return Cidr(self.version, self.value, BITS[self.version])
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Cidr:
+class Cidr(NamedTuple):
     # Field order gives the sort order the allocation rules use: IPv4 first, then lowest.
     version: int
     value: int
@@ -47,7 +47,7 @@ class Cidr:
 
     @property
     def size(self) -> int:
-        return 1 << (self.bits - self.prefixlen)
+        return 1 << ((32 if self.version == 4 else 128) - self.prefixlen)
 
     @property
     def first(self) -> int:
@@ -55,7 +55,7 @@ class Cidr:
 
     @property
     def last(self) -> int:
-        return self.value + self.size - 1
+        return self.value + (1 << ((32 if self.version == 4 else 128) - self.prefixlen)) - 1
 
     def address(self, offset: int) -> Address:
         return Address(self.version, self.value + offset)

@@ -5,7 +5,9 @@ Pure: the store hands in a snapshot and applies the `ClusterWrite` this returns.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ipam.allocation import Allocation, Change, Lease, PoolUsage, plan_allocation
@@ -60,7 +62,25 @@ class Plan:
         return ClusterWrite(self.cluster, self.record, gone, new, self.allocation.released)
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Planning 65,536 nodes creates some 10**6 small acyclic objects; the cyclic garbage
+    collector would scan the growing heap again and again for nothing (half the run)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def build_plan(spec: Spec, snapshot: Snapshot, keep_removed: bool = False) -> Plan:
+    with _gc_paused():
+        return _build_plan(spec, snapshot, keep_removed)
+
+
+def _build_plan(spec: Spec, snapshot: Snapshot, keep_removed: bool) -> Plan:
     stored = snapshot.clusters.get(spec.cluster)
     previous = stored.record if stored else None
     foreign = list(_foreign_claims(spec.cluster, snapshot))
@@ -88,16 +108,13 @@ def build_plan(spec: Spec, snapshot: Snapshot, keep_removed: bool = False) -> Pl
         spec.avoid,
         tuple((n.name, a) for n in spec.nodes for a in n.addresses),
     )
-    by_node: dict[str, list[Cidr]] = {}
-    for lease in allocation.leases:
-        by_node.setdefault(lease.node, []).append(lease.cidr)
     order = {p.pool.name: i for i, p in enumerate(pools)}
-    pool_of = {lease.cidr: lease.pool for lease in allocation.leases}
-    nodes = tuple(
-        NodeView(n.name, n.addresses,
-                 tuple(sorted(by_node.get(n.name, ()), key=lambda c: order[pool_of[c]])))
-        for n in spec.nodes
-    )
+    by_node: dict[str, list[Cidr]] = {}
+    # A stable sort by pool keeps each node's CIDRs in the spec's pool order.
+    for lease in sorted(allocation.leases, key=lambda x: order.get(x.pool, len(order))):
+        by_node.setdefault(lease.node, []).append(lease.cidr)
+    nodes = tuple(NodeView(n.name, n.addresses, tuple(by_node.get(n.name, ())))
+                  for n in spec.nodes)
     in_spec = {n.name for n in spec.nodes}
     warnings = list(spec.warnings)
     warnings += [f"lease of removed node {c.node} kept ({c.pool} {c.cidr})"
