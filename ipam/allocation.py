@@ -158,7 +158,8 @@ def _plan_pool(cluster, pool, pmap, nodes, pins, stored, seq, keep_removed,
             )
         if state == RESERVED:
             raise PinConflict(
-                f"node {node}: pinned CIDR {pin} lies in a reserved range of pool {pool.name}"
+                f"node {node}: pinned CIDR {pin} of pool {pool.name} lies in reserved range "
+                f"{pmap.reserved_range_of(pin)}"
             )
         pmap.occupy(pin, node)
         owner_of[pin] = node

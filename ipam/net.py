@@ -104,7 +104,8 @@ def parse_cidr(text: str) -> Cidr:
         ip = _parse_ip(addr_text)
     except (netaddr.AddrFormatError, ValueError, TypeError):
         raise ValueError("is not a CIDR (address/prefix-length)") from None
-    if not len_text.isdecimal() or len(len_text) > 3:
+    # isdecimal() alone would take any Unicode digit ("/١٦") for a prefix length.
+    if not (len_text.isascii() and len_text.isdecimal()) or len(len_text) > 3:
         raise ValueError("has an invalid prefix length")
     prefixlen = int(len_text)
     bits = BITS[ip.version]

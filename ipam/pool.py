@@ -77,10 +77,9 @@ class PoolMap:
         self._fresh_from = 0
         self.leased = 0
         self.reserved = 0
+        self.reserved_ranges = tuple(r for r in reserved if r.overlaps(pool.cidr))
         shift = pool.cidr.bits - pool.node_mask
-        for r in reserved:
-            if not r.overlaps(pool.cidr):
-                continue
+        for r in self.reserved_ranges:
             lo = max(r.first, pool.cidr.first) - pool.cidr.first
             hi = min(r.last, pool.cidr.last) - pool.cidr.first
             a, b = lo >> shift, (hi >> shift) + 1
@@ -105,6 +104,10 @@ class PoolMap:
         state = self.state(cidr)
         return state is not None and state != RESERVED
 
+    def reserved_range_of(self, cidr: Cidr) -> Cidr | None:
+        """The reserved range that blocks cidr, for messages."""
+        return next((r for r in self.reserved_ranges if r.overlaps(cidr)), None)
+
     def remember_release(self, cidr: Cidr, seq: int) -> None:
         """History from the store: cidr was handed out and freed at release sequence seq."""
         slot = self.pool.slot_of(cidr)
@@ -123,7 +126,8 @@ class PoolMap:
         state = self._slots[slot : slot + 1]
         if state == RESERVED:
             raise PinConflict(
-                f"node {node}: {cidr} lies in a reserved range of pool {self.pool.name}"
+                f"node {node}: {cidr} lies in reserved range {self.reserved_range_of(cidr)} "
+                f"of pool {self.pool.name}"
             )
         if state == LEASED:
             raise PinConflict(f"node {node}: {cidr} is already leased in pool {self.pool.name}")

@@ -33,6 +33,7 @@ class Chosen:
 @dataclass(frozen=True, slots=True)
 class NodeView:
     name: str
+    router_id: Address
     addresses: tuple[Address, ...]
     pod_cidrs: tuple[Cidr, ...]
 
@@ -107,13 +108,14 @@ def _build_plan(spec: Spec, snapshot: Snapshot, keep_removed: bool) -> Plan:
         spec.reserved,
         spec.avoid,
         tuple((n.name, a) for n in spec.nodes for a in n.addresses),
+        tuple((n.name, n.router_id) for n in spec.nodes),
     )
     order = {p.pool.name: i for i, p in enumerate(pools)}
     by_node: dict[str, list[Cidr]] = {}
     # A stable sort by pool keeps each node's CIDRs in the spec's pool order.
     for lease in sorted(allocation.leases, key=lambda x: order.get(x.pool, len(order))):
         by_node.setdefault(lease.node, []).append(lease.cidr)
-    nodes = tuple(NodeView(n.name, n.addresses, tuple(by_node.get(n.name, ())))
+    nodes = tuple(NodeView(n.name, n.router_id, n.addresses, tuple(by_node.get(n.name, ())))
                   for n in spec.nodes)
     in_spec = {n.name for n in spec.nodes}
     warnings = list(spec.warnings)

@@ -43,10 +43,13 @@ def _pool_dict(u: PoolUsage) -> dict:
     }
 
 
-def _node_dict(name: str, addresses, pod_cidrs) -> dict:
+def _node_dict(name: str, router_id, addresses, pod_cidrs) -> dict:
+    # `address` is the router id's address (DESIGN.md section 5), an IPv4 address even for
+    # a node that peers over IPv6 only.
+    shown = router_id if router_id is not None else (addresses[0] if addresses else None)
     return {
         "name": name,
-        "address": str(addresses[0]) if addresses else None,
+        "address": None if shown is None else str(shown),
         "addresses": [str(a) for a in addresses],
         "podCIDRs": [str(c) for c in pod_cidrs],
     }
@@ -57,7 +60,7 @@ def plan_dict(plan: Plan) -> dict:
         "cluster": plan.cluster,
         "pools": [_pool_dict(u) for u in plan.usage],
         "services": services_dict(plan.services),
-        "nodes": [_node_dict(n.name, n.addresses, n.pod_cidrs) for n in plan.nodes],
+        "nodes": [_node_dict(n.name, n.router_id, n.addresses, n.pod_cidrs) for n in plan.nodes],
         "changes": [
             {"action": c.action, "node": c.node, "pool": c.pool, "cidr": str(c.cidr)}
             | ({"reason": c.reason} if c.reason else {})
@@ -80,6 +83,7 @@ def cluster_dict(name: str, state: ClusterState) -> dict:
         usage.append(PoolUsage(p.pool, pmap.capacity, count))
     order = {p.pool.name: i for i, p in enumerate(pools)}
     addresses: dict[str, list] = {}
+    router_ids = dict(record.router_ids) if record else {}
     for node, addr in record.hosts if record else ():
         addresses.setdefault(node, []).append(addr)
     cidrs: dict[str, list] = {}
@@ -90,7 +94,8 @@ def cluster_dict(name: str, state: ClusterState) -> dict:
         "cluster": name,
         "pools": [_pool_dict(u) for u in usage],
         "services": services_dict(record.services if record else ()),
-        "nodes": [_node_dict(n, addresses.get(n, ()), cidrs.get(n, ())) for n in names],
+        "nodes": [_node_dict(n, router_ids.get(n), addresses.get(n, ()), cidrs.get(n, ()))
+                  for n in names],
         "changes": [],
         "chosen": [],
         "warnings": [] if record else [f"cluster {name} has leases but no stored record"],

@@ -9,14 +9,16 @@ from ipam.store.base import (
     ClusterRecord,
     ClusterState,
     ClusterWrite,
+    LeaseEvent,
+    LeaseWatch,
     PoolRecord,
     Snapshot,
     Store,
 )
 
 __all__ = [
-    "ClusterRecord", "ClusterState", "ClusterWrite", "PoolRecord", "Snapshot", "Store",
-    "StoreOptions", "open_store",
+    "ClusterRecord", "ClusterState", "ClusterWrite", "LeaseEvent", "LeaseWatch", "PoolRecord",
+    "Snapshot", "Store", "StoreOptions", "open_store",
 ]
 
 
@@ -43,7 +45,9 @@ def open_store(url: str, options: StoreOptions | None = None) -> Store:
 
         return MemoryStore()
     if url.startswith("etcd://"):
-        raise InvalidInput("--store", url, "needs the etcd store, which is not built yet")
+        from ipam.store.etcd import EtcdStore
+
+        return EtcdStore(url, options)
     if "://" in url:
         raise InvalidInput("--store", url, "is not a file path, memory: or etcd://HOST:PORT")
     from ipam.store.sqlite import SQLiteStore

@@ -9,9 +9,9 @@ planner from fresh state when another writer got there first.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from ipam.allocation import Lease, Released
 from ipam.net import Address, Cidr
@@ -37,6 +37,7 @@ class ClusterRecord:
     reserved: tuple[Cidr, ...] = ()
     avoid: tuple[Cidr, ...] = ()
     hosts: tuple[tuple[str, Address], ...] = ()  # (node, address), one per address
+    router_ids: tuple[tuple[str, Address], ...] = ()  # (node, BGP router id), one per node
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,9 @@ class ClusterState:
 class Snapshot:
     clusters: Mapping[str, ClusterState] = field(default_factory=dict)
     next_seq: int = 1  # the release sequence number the next write stamps
+    # The store's change counter when the snapshot was read: watch(cluster, revision + 1)
+    # delivers exactly the lease changes made after it.
+    revision: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,40 @@ class ClusterWrite:
     delete: tuple[Lease, ...] = ()
     create: tuple[Lease, ...] = ()
     released: tuple[Released, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseEvent:
+    """One lease change of a cluster: `put` (the lease exists from now on) or `delete`."""
+
+    kind: Literal["put", "delete"]
+    lease: Lease
+    revision: int  # the store revision of the change; several changes may share one
+    # True when the change was not seen as such but derived by comparing a fresh snapshot
+    # with what the watch had delivered (the store no longer held the history to replay).
+    resync: bool = False
+
+
+class LeaseWatch(ABC):
+    """An iterator of LeaseEvents that blocks until the next change; close() ends it.
+
+    close() may be called from another thread: a blocked `next()` then raises StopIteration.
+    """
+
+    def __iter__(self) -> Iterator[LeaseEvent]:
+        return self
+
+    @abstractmethod
+    def __next__(self) -> LeaseEvent: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> LeaseWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Store(ABC):
@@ -77,6 +115,28 @@ class Store(ABC):
         """Run plan on a fresh snapshot and apply its write atomically; return its result.
 
         plan must be pure: a store may run it again when a concurrent writer won a race.
+        """
+
+    @abstractmethod
+    def watch(self, cluster: str, start_revision: int | None = None,
+              known: Iterable[Lease] = ()) -> LeaseWatch:
+        """Every lease change of one cluster, in the order the store made them.
+
+        - start_revision None: first a `put` for every lease the cluster holds now (with
+          the revision read), then every change after that.
+        - start_revision r: every change at revision r or later, nothing before. `known`
+          is what the caller holds of the cluster's leases; it is needed only to work out
+          the difference should the store have discarded the history from r on.
+        Nothing is skipped and nothing is delivered twice while the watch lives. A lost
+        connection is resumed by the watch itself from the revision after the last one it
+        delivered (the changes of one revision come together). When the store stays
+        unreachable for its timeout, `next()` raises StoreUnavailable and the watch is
+        over; the caller resumes with watch(cluster, last.revision, known=its leases), where
+        changes of that revision may come again: harmless for a consumer that keeps a set.
+        When the history from the resume revision on is gone (etcd compaction), the watch
+        compares a fresh snapshot with what it has delivered (or with `known`), delivers
+        the difference as events with resync=True, logs a warning and goes on from the
+        snapshot's revision. Memory and SQLite stores never discard history.
         """
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ def record_to_json(record: ClusterRecord) -> str:
             "reserved": [str(c) for c in record.reserved],
             "avoid": [str(c) for c in record.avoid],
             "hosts": [[node, str(addr)] for node, addr in record.hosts],
+            "routerIds": [[node, str(addr)] for node, addr in record.router_ids],
         },
         sort_keys=True,
     )
@@ -42,6 +43,7 @@ def record_from_json(text: str | bytes) -> ClusterRecord:
         reserved=tuple(parse_cidr(c) for c in data["reserved"]),
         avoid=tuple(parse_cidr(c) for c in data["avoid"]),
         hosts=tuple((node, parse_address(addr)) for node, addr in data["hosts"]),
+        router_ids=tuple((node, parse_address(addr)) for node, addr in data.get("routerIds", ())),
     )
 
 

@@ -3,18 +3,32 @@
 `BEGIN IMMEDIATE` takes the write lock before the snapshot is read, so two allocators on
 one file run one after the other and the second plans from what the first wrote: no CIDR
 can be handed out twice, and a failed run writes nothing.
+
+Triggers log every insert and delete of a lease in `changes`, whose AUTOINCREMENT key is
+the store's revision; watchers poll it. Writers are serialized, so a reader never sees a
+higher revision before a lower one.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
 
 from ipam.allocation import Lease, Released
 from ipam.errors import StoreUnavailable
 from ipam.net import parse_cidr
-from ipam.store.base import ClusterState, ClusterWrite, R, Snapshot, Store
+from ipam.store.base import (
+    ClusterState,
+    ClusterWrite,
+    LeaseEvent,
+    LeaseWatch,
+    R,
+    Snapshot,
+    Store,
+)
 from ipam.store.codec import record_from_json, record_to_json
 
 SCHEMA = """
@@ -37,10 +51,29 @@ CREATE TABLE IF NOT EXISTS released (  -- history: CIDRs handed out and freed
     seq     INTEGER NOT NULL,       -- release sequence: lower was freed earlier
     PRIMARY KEY (cluster, pool, cidr)
 );
+CREATE TABLE IF NOT EXISTS changes (   -- every lease put and delete, for watchers
+    rev     INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind    TEXT NOT NULL,          -- put | delete
+    cluster TEXT NOT NULL,
+    pool    TEXT NOT NULL,
+    node    TEXT NOT NULL,
+    cidr    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS changes_by_cluster ON changes (cluster, rev);
+CREATE TRIGGER IF NOT EXISTS lease_put AFTER INSERT ON leases BEGIN
+    INSERT INTO changes (kind, cluster, pool, node, cidr)
+    VALUES ('put', NEW.cluster, NEW.pool, NEW.node, NEW.cidr);
+END;
+CREATE TRIGGER IF NOT EXISTS lease_delete AFTER DELETE ON leases BEGIN
+    INSERT INTO changes (kind, cluster, pool, node, cidr)
+    VALUES ('delete', OLD.cluster, OLD.pool, OLD.node, OLD.cidr);
+END;
 """
 
 # Long enough to queue behind another allocator's run of thousands of nodes.
 BUSY_TIMEOUT_S = 60
+# How often a watcher looks for new changes.
+POLL_S = 0.2
 
 
 class SQLiteStore(Store):
@@ -85,6 +118,13 @@ class SQLiteStore(Store):
             conn.close()
 
     def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]]) -> R:
+        if not os.path.exists(self.path):
+            # A run that fails, or has nothing to write, must not leave a new file behind:
+            # plan against the empty store first; create it only for a real write (and
+            # plan again inside the transaction, in case another run created it meanwhile).
+            write, result = plan(Snapshot())
+            if write is None:
+                return result
         conn = self._connect(create=True)
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -101,6 +141,68 @@ class SQLiteStore(Store):
             raise StoreUnavailable(f"store {self.path}: {_reason(exc)}") from exc
         finally:
             conn.close()
+
+    def watch(self, cluster: str, start_revision: int | None = None,
+              known: Iterable[Lease] = ()) -> LeaseWatch:
+        # known serves only to resync after compaction; `changes` is never compacted.
+        return _SQLiteWatch(self, cluster, start_revision)
+
+    def _changes(self, cluster: str, start: int) -> list[LeaseEvent]:
+        conn = self._connect(create=False)
+        if conn is None:
+            return []
+        try:
+            if not _has_changes(conn):
+                return []
+            return [
+                LeaseEvent(kind, Lease(cluster, pool, node, parse_cidr(cidr)), rev)
+                for rev, kind, pool, node, cidr in conn.execute(
+                    "SELECT rev, kind, pool, node, cidr FROM changes "
+                    "WHERE cluster = ? AND rev >= ? ORDER BY rev LIMIT 10000",
+                    (cluster, start),
+                )
+            ]
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store {self.path}: {_reason(exc)}") from exc
+        finally:
+            conn.close()
+
+
+class _SQLiteWatch(LeaseWatch):
+    def __init__(self, store: SQLiteStore, cluster: str, start_revision: int | None) -> None:
+        self._store = store
+        self._cluster = cluster
+        self._stop = threading.Event()
+        self._pending: deque[LeaseEvent] = deque()
+        if start_revision is None:
+            snapshot = store.snapshot()
+            state = snapshot.clusters.get(cluster, ClusterState(None))
+            self._pending.extend(LeaseEvent("put", x, snapshot.revision) for x in state.leases)
+            self._next = snapshot.revision + 1
+        else:
+            self._next = start_revision
+
+    def __next__(self) -> LeaseEvent:
+        while not self._stop.is_set():
+            if self._pending:
+                return self._pending.popleft()
+            events = self._store._changes(self._cluster, self._next)
+            if events:
+                self._pending.extend(events)
+                self._next = events[-1].revision + 1
+            else:
+                self._stop.wait(POLL_S)
+        raise StopIteration
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _has_changes(conn: sqlite3.Connection) -> bool:
+    """Whether the file has the changes table (files of older versions get it on a write)."""
+    return conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='changes'"
+    ).fetchone() is not None
 
 
 def _reason(exc: BaseException) -> str:
@@ -132,7 +234,10 @@ def _read(conn: sqlite3.Connection) -> Snapshot:
         )
         for name in sorted(set(records) | set(leases))
     }
-    return Snapshot(clusters, last_seq + 1)
+    revision = 0
+    if _has_changes(conn):
+        revision = conn.execute("SELECT COALESCE(MAX(rev), 0) FROM changes").fetchone()[0]
+    return Snapshot(clusters, last_seq + 1, revision)
 
 
 def _write(conn: sqlite3.Connection, write: ClusterWrite) -> None:

@@ -1,0 +1,719 @@
+"""The etcd store: leases as keys, every write a compare-and-swap transaction.
+
+Keys, all under the prefix (`--etcd-prefix`, default /netplan):
+
+    <prefix>/_guard                            bumped whenever a cluster record is written
+    <prefix>/<cluster>/record                  the cluster record (codec.record_to_json)
+    <prefix>/<cluster>/guard                   bumped by every batch that writes the cluster
+    <prefix>/<cluster>/leases/<pool>/<node>    one lease (codec.lease_to_json)
+    <prefix>/<cluster>/released/<pool>/<cidr>  history: a freed CIDR and its release seq
+    <prefix>/<cluster>/ttl/<pool>/<node>       a lease tied to an etcd lease (attach_ttl)
+
+Cluster names cannot start with `_`, so `_guard` never collides with a cluster.
+
+A run reads everything at one revision, plans, and writes the plan in batches of at most
+128 operations (etcd's default --max-txn-ops). Every batch compares the cluster guard's mod
+revision with the one the run last saw (read, or set by its own previous batch) and bumps
+it, so a batch of another writer of the cluster in between makes ours fail; the run then
+re-reads and re-plans. The planner is idempotent: batches already written are part of the
+fresh state, and the rest is planned again on top of them. A batch that writes the record
+also compares and bumps the global guard: two clusters racing for one range both plan
+without the other, and only the first record write lands; the other re-plans, sees the
+first cluster and reports the conflict.
+
+Batch contents keep the store consistent whatever batch a run dies after:
+- the record goes first, so that a run's leases always belong to a recorded cluster;
+- a node's deletes, creates and the history of the CIDRs it frees share a batch, and so do
+  all nodes a CIDR moves between (it is freed in the batch that hands it out again), so no
+  node is half-applied, no CIDR is held twice and no freed CIDR loses its history.
+The release sequence is the etcd revision: snapshot.next_seq = read revision + 1, which is
+higher than any seq stamped before (a write lands after the revision it planned from).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from ipam.allocation import Lease, Released
+from ipam.errors import InvalidInput, StoreConflict, StoreError, StoreUnavailable
+from ipam.net import parse_cidr
+from ipam.store.base import (
+    ClusterState,
+    ClusterWrite,
+    LeaseEvent,
+    LeaseWatch,
+    R,
+    Snapshot,
+    Store,
+)
+from ipam.store.codec import lease_from_json, lease_to_json, record_from_json, record_to_json
+
+# gRPC's C core logs failed TLS handshakes and the like to stderr, around the one error line
+# netplan prints; the same failures reach us as exceptions. Read when grpc is first imported.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import grpc
+import pyetcd
+from pyetcd import exceptions as etcd_errors
+from pyetcd.events import PutEvent
+from pyetcd.utils import prefix_range_end
+
+if TYPE_CHECKING:
+    from ipam.store import StoreOptions
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+# Every batch ends with the cluster guard's put and may bump the global guard.
+BATCH_OPS = MAX_TXN_OPS - 2
+# Races lost in a row (none of our batches landing in between) before a run gives up.
+MAX_CONFLICTS = 50
+PAGE = 2000  # keys per range request: responses stay well below gRPC's 4 MiB limit
+# A fresh channel per reconnect, retried quickly: the default backoff grows to minutes.
+GRPC_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 1000)]
+
+
+class _Compacted(Exception):
+    """The revision asked for is older than etcd's compaction."""
+
+
+def parse_endpoints(url: str) -> list[tuple[str, int]]:
+    """`etcd://h1:p1,h2:p2` -> [(h1, p1), (h2, p2)]; the port defaults to 2379."""
+    body = url.removeprefix("etcd://").rstrip("/")
+    if not body:
+        raise InvalidInput("--store", url, "names no etcd endpoint (etcd://HOST:PORT)")
+    endpoints = []
+    for item in body.split(","):
+        host, port = item, "2379"
+        if item.startswith("["):  # [v6]:port
+            close = item.find("]")
+            host, rest = item[: close + 1], item[close + 1 :]
+            if close < 0 or (rest and not rest.startswith(":")):
+                raise InvalidInput("--store", url, f"has a malformed endpoint {item!r}")
+            port = rest[1:] or port
+        elif ":" in item:
+            host, port = item.rsplit(":", 1)
+        if not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidInput("--store", url, f"has a malformed endpoint {item!r} (HOST:PORT)")
+        endpoints.append((host, int(port)))
+    return endpoints
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    """('retry' | 'fatal' | 'compacted', reason) for an exception from pyetcd or gRPC.
+
+    pyetcd turns UNAVAILABLE and DEADLINE_EXCEEDED into its own exceptions and drops the
+    details; the gRPC error they came from is their __context__.
+    """
+    if isinstance(exc, etcd_errors.RevisionCompactedError):
+        return "compacted", f"revision compacted at {exc.compacted_revision}"
+    if isinstance(exc, (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError,
+                        etcd_errors.InternalServerError, etcd_errors.WatchTimedOut,
+                        etcd_errors.NoServerAvailableError)):
+        reason = str(exc) or type(exc).__name__
+        rpc = exc.__context__
+        if isinstance(rpc, grpc.RpcError) and hasattr(rpc, "details"):
+            reason = rpc.details() or reason
+        return "retry", _one_line(reason)
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        code, details = exc.code(), _one_line(exc.details() or str(exc.code()))
+        if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
+            return "compacted", details
+        # UNAUTHENTICATED: an expired auth token; a new connection authenticates afresh.
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INTERNAL,
+                    grpc.StatusCode.CANCELLED):
+            return "retry", details
+        return "fatal", details
+    if isinstance(exc, etcd_errors.Etcd3Exception):
+        return "fatal", _one_line(str(exc) or type(exc).__name__)
+    if isinstance(exc, OSError):
+        return "fatal", f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+    raise exc  # not an etcd failure: a bug, let it surface as one
+
+
+class _Etcd:
+    """An etcd cluster reached through a list of endpoints, failing over in turn.
+
+    Each endpoint gets its own pyetcd client (one gRPC channel, authenticated when a user is
+    given), made on first use and dropped when it fails, so the next call goes to the next
+    endpoint on a fresh channel.
+    """
+
+    def __init__(self, endpoints: list[tuple[str, int]], options: StoreOptions) -> None:
+        self.endpoints = endpoints
+        self.options = options
+        self.where = ",".join(f"{h}:{p}" for h, p in endpoints)
+        self._clients: dict[int, pyetcd.MultiEndpointEtcd3Client] = {}
+        self._at = 0
+        self._lock = threading.Lock()
+        self._credentials: grpc.ChannelCredentials | None = None
+        # One request may take the whole timeout only when there is no other endpoint to
+        # try: a member that lost its leader holds a request until etcd's own timeout.
+        self._request_timeout = options.timeout / min(2, len(endpoints))
+        if bool(options.etcd_cert) != bool(options.etcd_key):
+            raise InvalidInput("--etcd-cert" if options.etcd_cert else "--etcd-key",
+                               options.etcd_cert or options.etcd_key,
+                               "needs --etcd-cert and --etcd-key together")
+        if options.etcd_user and options.etcd_password is None:
+            raise InvalidInput("--etcd-user", options.etcd_user,
+                               "needs the password in $NETPLAN_ETCD_PASSWORD")
+
+    def _client(self, i: int) -> pyetcd.MultiEndpointEtcd3Client:
+        with self._lock:
+            client = self._clients.get(i)
+        if client is not None:
+            return client
+        o = self.options
+        secure = bool(o.etcd_ca or o.etcd_cert)
+        if secure and self._credentials is None:
+            self._credentials = pyetcd.MultiEndpointEtcd3Client.get_secure_creds(
+                o.etcd_ca, o.etcd_key, o.etcd_cert)
+        host, port = self.endpoints[i]
+        # time_retry=0: pyetcd must not shelve the endpoint itself; failover happens here.
+        endpoint = pyetcd.Endpoint(host, port, secure=secure, creds=self._credentials,
+                                   time_retry=0, opts=GRPC_OPTIONS)
+        client = pyetcd.MultiEndpointEtcd3Client(
+            endpoints=[endpoint], timeout=self._request_timeout, user=o.etcd_user,
+            password=o.etcd_password if o.etcd_user else None)
+        with self._lock:
+            kept = self._clients.setdefault(i, client)
+        if kept is not client:  # another thread connected meanwhile: use one channel
+            client.close()
+        return kept
+
+    def fail(self, client: pyetcd.MultiEndpointEtcd3Client) -> None:
+        """Drop a client whose endpoint failed; the next call moves to the next endpoint."""
+        with self._lock:
+            for i, c in list(self._clients.items()):
+                if c is client:
+                    del self._clients[i]
+                    if self._at == i:
+                        self._at = (i + 1) % len(self.endpoints)
+        client.close()
+
+    def call(self, what: str, fn: Callable[[pyetcd.MultiEndpointEtcd3Client], T]) -> T:
+        """fn on a live endpoint; StoreUnavailable when none answers within the timeout.
+
+        A transaction retried after a timeout may have been applied the first time: every
+        write compares a guard revision, so such a retry fails its compare and the caller
+        re-plans from what is stored.
+        """
+        deadline = time.monotonic() + self.options.timeout
+        failures: dict[str, str] = {}
+        while True:
+            with self._lock:
+                i = self._at
+            client = None
+            try:
+                client = self._client(i)
+                return fn(client)
+            except Exception as exc:
+                kind, reason = _classify(exc)
+                if kind == "compacted":
+                    raise _Compacted(reason) from exc
+                if kind == "fatal":
+                    raise StoreUnavailable(f"etcd {self.where}: {what}: {reason}") from exc
+                host, port = self.endpoints[i]
+                failures[f"{host}:{port}"] = reason
+                if client is not None:
+                    self.fail(client)
+                else:
+                    with self._lock:
+                        self._at = (i + 1) % len(self.endpoints)
+            if time.monotonic() >= deadline:
+                last = "; ".join(f"{ep}: {r}" for ep, r in failures.items())
+                raise StoreUnavailable(
+                    f"etcd {self.where}: {what}: no endpoint answered within "
+                    f"{self.options.timeout:g}s ({last})")
+            with self._lock:
+                cycled = self._at == 0
+            if cycled:  # every endpoint failed once: give the cluster a moment
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
+@dataclass
+class _Meta:
+    """What a write compares against, and the stored keys behind the snapshot."""
+
+    revision: int
+    global_guard: int = 0  # mod revision of <prefix>/_guard, 0 while absent
+    guards: dict[str, int] = field(default_factory=dict)  # cluster -> guard mod revision
+    records: dict[str, bytes] = field(default_factory=dict)  # cluster -> stored record JSON
+    lease_keys: dict[Lease, str] = field(default_factory=dict)
+    # cluster -> {(pool, node): (the lease as tied to an etcd lease, its ttl key)}
+    ttl: dict[str, dict[tuple[str, str], tuple[Lease, str]]] = field(default_factory=dict)
+    # cluster -> TTL leases etcd has expired: (the history entry stated for it, its ttl key)
+    expired: dict[str, list[tuple[Released, str]]] = field(default_factory=dict)
+
+
+class _Lost(Exception):
+    """A batch's compare failed: another writer got there first."""
+
+    def __init__(self, progress: bool) -> None:
+        self.progress = progress  # some earlier batch of the run landed
+
+
+_RECORD = object()  # heads the batch that writes the record (it bumps the global guard)
+
+
+class EtcdStore(Store):
+    def __init__(self, url: str, options: StoreOptions) -> None:
+        self.url = url
+        self.prefix = options.etcd_prefix.rstrip("/")
+        self.root = self.prefix + "/"
+        self._etcd = _Etcd(parse_endpoints(url), options)
+
+    # --- keys ------------------------------------------------------------------------------
+
+    def _key(self, cluster: str, *parts: str) -> str:
+        return "/".join((self.prefix, cluster, *parts))
+
+    def _lease_key(self, lease: Lease) -> str:
+        return self._key(lease.cluster, "leases", lease.pool, lease.node)
+
+    def _released_key(self, entry: Released) -> str:
+        cidr = str(entry.cidr).replace("/", "-")
+        return self._key(entry.cluster, "released", entry.pool, cidr)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _range(self, prefix: str) -> tuple[int, list]:
+        """Every key under prefix at one revision, read in pages: (revision, kvs)."""
+
+        def read(client: pyetcd.MultiEndpointEtcd3Client) -> tuple[int, list]:
+            kvs: list = []
+            start, end = prefix.encode(), prefix_range_end(prefix.encode())
+            revision = None
+            while True:
+                resp = client.get_range_response(start, end, limit=PAGE, revision=revision)
+                revision = revision or resp.header.revision
+                kvs.extend(resp.kvs)
+                if not resp.more:
+                    return revision, kvs
+                start = resp.kvs[-1].key + b"\0"
+
+        while True:
+            try:
+                return self._etcd.call(f"read {prefix}", read)
+            except _Compacted:
+                continue  # compacted between two pages: read again at the newest revision
+
+    def _read(self) -> tuple[Snapshot, _Meta]:
+        revision, kvs = self._range(self.root)
+        meta = _Meta(revision)
+        records = {}
+        leases: dict[str, list[Lease]] = {}
+        history: dict[str, dict[tuple[str, object], Released]] = {}
+        for kv in kvs:
+            key = kv.key.decode()
+            cluster, _, rest = key[len(self.root):].partition("/")
+            kind = rest.split("/", 1)[0]
+            try:
+                if cluster == "_guard":
+                    meta.global_guard = kv.mod_revision
+                elif kind == "guard":
+                    meta.guards[cluster] = kv.mod_revision
+                elif kind == "record":
+                    records[cluster] = record_from_json(kv.value)
+                    meta.records[cluster] = kv.value
+                elif kind == "leases":
+                    lease = lease_from_json(kv.value)
+                    leases.setdefault(cluster, []).append(lease)
+                    meta.lease_keys[lease] = key
+                elif kind == "released":
+                    data = json.loads(kv.value)
+                    entry = Released(cluster, data["pool"], parse_cidr(data["cidr"]),
+                                     data["seq"])
+                    history.setdefault(cluster, {})[(entry.pool, entry.cidr)] = entry
+                elif kind == "ttl":
+                    lease = lease_from_json(kv.value)
+                    meta.ttl.setdefault(cluster, {})[(lease.pool, lease.node)] = (lease, key)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise StoreError(f"etcd key {key}: malformed value ({_one_line(str(exc))})"
+                                 ) from exc
+        # A TTL lease whose key etcd deleted on expiry was released then: its history entry
+        # is stated here (seq: this revision) and written by the cluster's next update.
+        for cluster, tied in meta.ttl.items():
+            live = set(leases.get(cluster, ()))
+            for lease, key in tied.values():
+                if lease not in live:
+                    entry = Released(cluster, lease.pool, lease.cidr, revision)
+                    meta.expired.setdefault(cluster, []).append((entry, key))
+                    history.setdefault(cluster, {})[(entry.pool, entry.cidr)] = entry
+        clusters = {
+            name: ClusterState(
+                records.get(name),
+                tuple(sorted(leases.get(name, ()))),
+                tuple(sorted(history.get(name, {}).values())),
+            )
+            for name in sorted(set(records) | set(leases))
+        }
+        return Snapshot(clusters, revision + 1, revision), meta
+
+    def snapshot(self) -> Snapshot:
+        return self._read()[0]
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]]) -> R:
+        lost = 0
+        while True:
+            snapshot, meta = self._read()
+            write, result = plan(snapshot)
+            if write is None:
+                return result
+            try:
+                self._apply(write, meta)
+                return result
+            except _Lost as exc:
+                lost = 1 if exc.progress else lost + 1
+                if lost >= MAX_CONFLICTS:
+                    raise StoreConflict(
+                        f"etcd {self._etcd.where}: cluster {write.cluster}: lost {lost} races "
+                        "in a row against other writers; try again") from None
+                # Jittered, growing pause: racing writers re-plan at different moments.
+                time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** min(lost, 6))))
+
+    def _txn(self, compare: list, success: list) -> tuple[bool, int]:
+        """One transaction: (whether the compares held, the revision it wrote)."""
+
+        def run(client: pyetcd.MultiEndpointEtcd3Client) -> tuple[bool, int]:
+            ok, responses = client.transaction(compare=compare, success=success, failure=[])
+            # Every transaction here ends with a put, whose header carries its revision.
+            return ok, responses[-1].response_put.header.revision if ok else 0
+
+        return self._etcd.call("transaction", run)
+
+    def _apply(self, write: ClusterWrite, meta: _Meta) -> None:
+        t = pyetcd.Transactions()
+        guard = self._key(write.cluster, "guard")
+        expected = meta.guards.get(write.cluster, 0)
+        if write.record is None:
+            # Forget: one range delete takes the record, leases, history and guard at once.
+            prefix = self._key(write.cluster, "")
+            ok, _ = self._txn([t.mod(guard) == expected],
+                              [t.delete(prefix, prefix_range_end(prefix.encode())),
+                               t.put(self.root + "_guard", "")])
+            if not ok:
+                raise _Lost(progress=False)
+            return
+        for i, ops in enumerate(self._batches(write, meta, t)):
+            compare = [t.mod(guard) == expected]
+            if ops[0] is _RECORD:
+                compare.append(t.mod(self.root + "_guard") == meta.global_guard)
+                ops = ops[1:] + [t.put(self.root + "_guard", "")]
+            ok, revision = self._txn(compare, ops + [t.put(guard, "")])
+            if not ok:
+                raise _Lost(progress=i > 0)
+            expected = revision
+
+    def _batches(self, write: ClusterWrite, meta: _Meta, t: pyetcd.Transactions) -> list[list]:
+        """The write's operations cut into transactions, groups kept whole (see the top)."""
+        assert write.record is not None
+        cluster = write.cluster
+        tied = meta.ttl.get(cluster, {})
+        head: list = []
+        record = record_to_json(write.record)
+        if meta.records.get(cluster) != record.encode():
+            head = [_RECORD, t.put(self._key(cluster, "record"), record)]
+        groups: list[tuple[list[str], list]] = []  # (nodes, their operations)
+        # History of TTL leases etcd expired: written, and their ttl keys dropped.
+        for entry, key in meta.expired.get(cluster, ()):
+            groups.append(([], [t.put(self._released_key(entry), _released_json(entry)),
+                                t.delete(key)]))
+
+        # Union-find over nodes: a node joins every node that takes a CIDR it frees.
+        parent: dict[str, str] = {}
+
+        def find(node: str) -> str:
+            parent.setdefault(node, node)
+            while parent[node] != node:
+                parent[node] = parent[parent[node]]
+                node = parent[node]
+            return node
+
+        freed_by = {(x.pool, x.cidr): x.node for x in write.delete}
+        for x in write.delete:
+            find(x.node)
+        for x in write.create:
+            other = freed_by.get((x.pool, x.cidr))
+            parent[find(x.node)] = find(other if other is not None else x.node)
+        members: dict[str, list[str]] = {}
+        for node in sorted(parent):
+            members.setdefault(find(node), []).append(node)
+
+        deletes: dict[str, list[Lease]] = {}
+        creates: dict[str, list[Lease]] = {}
+        for x in write.delete:
+            deletes.setdefault(x.node, []).append(x)
+        for x in write.create:
+            creates.setdefault(x.node, []).append(x)
+        history = {(x.pool, x.cidr): x for x in write.released}
+        for nodes in members.values():
+            ops: list = []
+            for node in nodes:
+                put_keys = {self._lease_key(x) for x in creates.get(node, ())}
+                for x in deletes.get(node, ()):
+                    key = meta.lease_keys.get(x, self._lease_key(x))
+                    # etcd refuses a delete and a put of one key in a transaction: the put
+                    # (the node's new CIDR in the same pool) replaces the old lease anyway.
+                    if key not in put_keys:
+                        ops.append(t.delete(key))
+                    if (x.pool, node) in tied:
+                        ops.append(t.delete(tied[(x.pool, node)][1]))
+                    entry = history.pop((x.pool, x.cidr), None)
+                    if entry is not None:
+                        ops.append(t.put(self._released_key(entry), _released_json(entry)))
+                for x in creates.get(node, ()):
+                    ops.append(t.put(self._lease_key(x), lease_to_json(x)))
+            groups.append((nodes, ops))
+        # History without a lease deleted in this write: no node to go with, any batch will do.
+        groups += [([], [t.put(self._released_key(e), _released_json(e))])
+                   for e in history.values()]
+
+        batches: list[list] = [head] if head else []
+        room = BATCH_OPS - 1 if head else 0
+        for nodes, ops in groups:
+            if len(ops) > BATCH_OPS:
+                raise StoreError(
+                    f"cluster {cluster}: node {nodes[0]} (with {len(nodes) - 1} others its "
+                    f"CIDRs move between) needs {len(ops)} operations in one transaction, "
+                    f"more than etcd takes ({MAX_TXN_OPS})")
+            if len(ops) > room:
+                batches.append([])
+                room = BATCH_OPS
+            batches[-1].extend(ops)
+            room -= len(ops)
+        return batches
+
+    # --- TTL leases ------------------------------------------------------------------------
+
+    def attach_ttl(self, cluster: str, node: str, ttl: int) -> TtlLease:
+        """Tie a node's leases to a fresh etcd lease of ttl seconds (flannel-style nodes).
+
+        The node's speaker calls keepalive() on the result more often than every ttl
+        seconds; when it stops, etcd deletes the node's lease keys and the CIDRs are free
+        (stated in the history at the next read, so that they are reused last). Any later
+        allocate or release that rewrites the node's leases makes them permanent again.
+        """
+        if ttl < 1:
+            raise InvalidInput("ttl", ttl, "must be at least 1 second")
+        granted = self._etcd.call("grant a lease", lambda c: c.lease(ttl))
+        t = pyetcd.Transactions()
+        guard = self._key(cluster, "guard")
+        for _ in range(MAX_CONFLICTS):
+            snapshot, meta = self._read()
+            state = snapshot.clusters.get(cluster)
+            mine = [x for x in (state.leases if state else ()) if x.node == node]
+            if not mine:
+                self._etcd.call("revoke a lease", lambda c: c.revoke_lease(granted.id))
+                raise InvalidInput("node", node, f"holds no lease in cluster {cluster}")
+            ops = []
+            for x in mine:
+                ops.append(t.put(meta.lease_keys[x], lease_to_json(x), lease=granted.id))
+                ops.append(t.put(self._key(cluster, "ttl", x.pool, x.node), lease_to_json(x)))
+            ok, _ = self._txn([t.mod(guard) == meta.guards.get(cluster, 0)],
+                              ops + [t.put(guard, "")])
+            if ok:
+                return TtlLease(self._etcd, granted.id, ttl, cluster, node)
+            time.sleep(random.uniform(0, 0.05))
+        raise StoreConflict(f"etcd {self._etcd.where}: cluster {cluster}: could not tie node "
+                            f"{node} to a lease: lost {MAX_CONFLICTS} races in a row")
+
+    # --- watching --------------------------------------------------------------------------
+
+    def watch(self, cluster: str, start_revision: int | None = None,
+              known: Iterable[Lease] = ()) -> LeaseWatch:
+        return _EtcdWatch(self, cluster, start_revision, known)
+
+    def close(self) -> None:
+        self._etcd.close()
+
+
+def _released_json(entry: Released) -> str:
+    return json.dumps({"cluster": entry.cluster, "pool": entry.pool, "cidr": str(entry.cidr),
+                       "seq": entry.seq}, sort_keys=True)
+
+
+@dataclass
+class TtlLease:
+    """An etcd lease holding one node's lease keys."""
+
+    _etcd: _Etcd
+    id: int
+    ttl: int
+    cluster: str
+    node: str
+
+    def keepalive(self) -> int:
+        """Refresh the lease; the seconds it now has. StoreError once etcd expired it."""
+        replies = self._etcd.call("keep a lease alive",
+                                  lambda c: list(c.refresh_lease(self.id)))
+        left = replies[-1].TTL if replies else 0
+        if left <= 0:
+            raise StoreError(f"etcd lease {self.id:x} of node {self.node} in cluster "
+                             f"{self.cluster} has expired: its CIDRs are released")
+        return left
+
+
+_CLOSED = object()
+
+
+class _EtcdWatch(LeaseWatch):
+    """etcd watch of <prefix>/<cluster>/leases/, resumed from the last revision on failure.
+
+    pyetcd calls back from its stream thread with every response, or with the error that
+    ended the stream; both go through one queue, so an error comes after every event
+    received before it, and a resume revision always follows a complete revision (etcd
+    sends each revision's events in one response).
+    """
+
+    def __init__(self, store: EtcdStore, cluster: str, start_revision: int | None,
+                 known: Iterable[Lease]) -> None:
+        self._store = store
+        self._cluster = cluster
+        self._prefix = store._key(cluster, "leases", "")
+        self._queue: queue.Queue = queue.Queue()
+        self._pending: deque[LeaseEvent] = deque()
+        self._client = None
+        self._watch_id = None
+        self._closed = False
+        self._lock = threading.Lock()
+        # What the consumer holds once it took every event so far: key -> lease.
+        self._leases: dict[str, Lease] = {store._lease_key(x): x for x in known}
+        if start_revision is None:
+            revision, now = self._listing()
+            self._leases = now
+            self._pending.extend(LeaseEvent("put", x, revision) for x in now.values())
+            self._next = revision + 1
+        else:
+            self._next = start_revision
+        self._subscribe()
+
+    def _listing(self) -> tuple[int, dict[str, Lease]]:
+        revision, kvs = self._store._range(self._prefix)
+        return revision, {kv.key.decode(): lease_from_json(kv.value) for kv in kvs}
+
+    def _subscribe(self) -> None:
+        def add(client):
+            return client, client.add_watch_prefix_callback(
+                self._prefix, self._queue.put, start_revision=self._next, prev_kv=True)
+
+        while True:
+            try:
+                client, watch_id = self._store._etcd.call(f"watch {self._prefix}", add)
+            except _Compacted:
+                self._resync()
+                continue
+            with self._lock:
+                self._client, self._watch_id = client, watch_id
+                if self._closed:
+                    self._cancel()
+            return
+
+    def _cancel(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.cancel_watch(self._watch_id)
+            except (grpc.RpcError, etcd_errors.Etcd3Exception):
+                pass  # the stream is gone already: nothing left to cancel
+            self._client = None
+
+    def _resync(self) -> None:
+        """The history from self._next on is compacted: deliver a snapshot's difference."""
+        revision, now = self._listing()
+        events = [LeaseEvent("delete", old, revision, resync=True)
+                  for key, old in sorted(self._leases.items()) if now.get(key) != old]
+        events += [LeaseEvent("put", new, revision, resync=True)
+                   for key, new in sorted(now.items()) if self._leases.get(key) != new]
+        log.warning("watch of cluster %s: changes from revision %d on are compacted away; "
+                    "resynced from a snapshot at revision %d (%d changes)",
+                    self._cluster, self._next, revision, len(events))
+        self._pending.extend(events)
+        self._leases = now
+        self._next = revision + 1
+
+    def __next__(self) -> LeaseEvent:
+        while True:
+            if self._closed:
+                raise StopIteration
+            if self._pending:
+                return self._pending.popleft()
+            item = self._queue.get()
+            if item is _CLOSED:
+                continue
+            if item is None or isinstance(item, Exception):
+                try:
+                    self._resume(item)
+                except StoreError:
+                    self.close()
+                    raise
+                continue
+            for event in item.events:
+                self._take(event)
+
+    def _resume(self, error: Exception | None) -> None:
+        """The stream ended: go on from self._next, on another endpoint if it failed.
+
+        No error: the stream's client was closed under it (another watch on the same
+        channel failed over); a fresh subscription goes on where it stopped.
+        """
+        with self._lock:
+            client, self._client = self._client, None
+        if error is not None:
+            kind, reason = _classify(error)
+            if kind == "fatal":
+                raise StoreUnavailable(
+                    f"etcd {self._store._etcd.where}: watch {self._prefix}: {reason}")
+            if kind == "compacted":
+                self._resync()
+            elif client is not None:
+                self._store._etcd.fail(client)
+        self._subscribe()
+
+    def _take(self, event) -> None:
+        key = event.key.decode()
+        revision = event.mod_revision  # of a delete event too: the deletion's revision
+        old = self._leases.pop(key, None)
+        if old is None and event.prev_value:  # the key's value before (asked for: prev_kv)
+            old = lease_from_json(event.prev_value)
+        if isinstance(event, PutEvent):
+            lease = lease_from_json(event.value)
+            if old is not None and old != lease:  # the node's lease moved within its pool
+                self._pending.append(LeaseEvent("delete", old, revision))
+            if old != lease:  # a TTL tie rewrites the key with the same lease: no change
+                self._pending.append(LeaseEvent("put", lease, revision))
+            self._leases[key] = lease
+        elif old is not None:
+            self._pending.append(LeaseEvent("delete", old, revision))
+        self._next = max(self._next, revision + 1)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._cancel()
+        self._queue.put(_CLOSED)
