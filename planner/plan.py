@@ -11,7 +11,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ipam.allocation import Allocation, Change, Lease, PoolUsage, plan_allocation
-from ipam.conflicts import AVOID, HOST, POOL, RESERVED, SERVICES, Claim, conflicts, describe_conflict, forbidden
+from ipam.conflicts import (
+    AVOID,
+    HOST,
+    POOL,
+    RESERVED,
+    SERVICES,
+    Claim,
+    conflicts,
+    describe_conflict,
+    forbidden,
+)
 from ipam.errors import InvalidInput, RangeConflict, Unsatisfiable
 from ipam.net import Address, Cidr, parse_cidr
 from ipam.pool import Pool
@@ -231,7 +241,8 @@ def _first_free(label, candidates, prefixlen, claims, cluster):
         for i in range(1 << (prefixlen - space.prefixlen)):
             cidr = space.subnet(prefixlen, i)
             if _first_clash(Claim(POOL, label, cidr, cluster), claims) is None:
-                return cidr, f"presets' defaults conflict; lowest conflict-free /{prefixlen} in {space}"
+                return cidr, (f"presets' defaults conflict; lowest conflict-free /{prefixlen} "
+                              f"in {space}")
     return None, ""
 
 

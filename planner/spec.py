@@ -19,7 +19,9 @@ CLUSTER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 # Kubernetes node names are DNS subdomains.
 NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
+LABEL_KEY = re.compile(
+    r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z"
+)
 
 TOPOLOGIES = ("full-mesh", "route-reflector", "none", "auto")
 MAX_AS = 4294967295
@@ -436,7 +438,8 @@ def _bgp(value: Any, nodes: tuple[NodeSpec, ...], warnings: list[str]) -> BgpSpe
         names = tuple(_str(n, f"bgp.routeReflectors.names[{i}]") for i, n in enumerate(raw_names))
         for i, n in enumerate(names):
             if n not in known:
-                raise InvalidInput(f"bgp.routeReflectors.names[{i}]", n, "is not a node of the spec")
+                raise InvalidInput(f"bgp.routeReflectors.names[{i}]", n,
+                                   "is not a node of the spec")
         selector = _labels(rr.get("selector"), "bgp.routeReflectors.selector")
         if selector and not any(n.matches(selector) for n in nodes):
             raise InvalidInput("bgp.routeReflectors.selector", dict(selector),

@@ -8,7 +8,7 @@ _TEMPLATE = """\
 # netplan spec: one cluster's address plan and BGP topology.
 # Check it with `netplan plan -f netplan.yaml`, apply it with `netplan allocate -f netplan.yaml`.
 cluster: demo                  # [a-z0-9-], at most 63 characters, unique in the store
-preset: {preset}               # flannel: 10.244.0.0/16 with /24 per node; calico: 192.168.0.0/16, /26
+preset: {preset}               # flannel: 10.244.0.0/16, /24 per node; calico: 192.168.0.0/16, /26
 
 pools:                         # pod address pools; every node gets one CIDR from each
   - name: pods-v4

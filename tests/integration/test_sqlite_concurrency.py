@@ -35,7 +35,7 @@ def test_concurrent_allocators_never_hand_out_a_cidr_twice(tmp_path):
     procs = [start("allocate", "-f", s, "--store", db, "--keep-removed", "-o", "json")
              for s in specs]
     results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
-    for out, err, code in results:
+    for _, err, code in results:
         assert code == 0, err
     rows = sqlite3.connect(db).execute("SELECT node, cidr FROM leases").fetchall()
     assert len(rows) == writers * per_writer

@@ -306,7 +306,7 @@ class AllocationMachine(RuleBasedStateMachine):
         pools = {p.pool.name: (net(str(p.pool.cidr)), p.pool.node_mask) for p in record.pools}
         outside = [net(str(c)) for c in record.reserved + record.avoid + record.services]
         hosts = [ipaddress.ip_address(str(a)) for _, a in record.hosts]
-        for pool, node, cidr in leases:
+        for pool, _, cidr in leases:
             if pool not in pools:
                 continue  # a removed node's lease in a removed pool, kept on request
             pool_net, mask = pools[pool]
