@@ -139,7 +139,7 @@ class Store(ABC):
         snapshot's revision. Memory and SQLite stores never discard history.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a default that stores with connections override
         """Release connections; the default store holds none."""
 
     def __enter__(self) -> Store:

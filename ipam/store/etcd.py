@@ -39,6 +39,7 @@ import queue
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -286,6 +287,7 @@ class EtcdStore(Store):
         self.prefix = options.etcd_prefix.rstrip("/")
         self.root = self.prefix + "/"
         self._etcd = _Etcd(parse_endpoints(url), options)
+        self._watches: weakref.WeakSet[_EtcdWatch] = weakref.WeakSet()
 
     # --- keys ------------------------------------------------------------------------------
 
@@ -548,9 +550,14 @@ class EtcdStore(Store):
 
     def watch(self, cluster: str, start_revision: int | None = None,
               known: Iterable[Lease] = ()) -> LeaseWatch:
-        return _EtcdWatch(self, cluster, start_revision, known)
+        watch = _EtcdWatch(self, cluster, start_revision, known)
+        self._watches.add(watch)
+        return watch
 
     def close(self) -> None:
+        # Watches first: a watch whose stream ends under it would otherwise reconnect.
+        for watch in list(self._watches):
+            watch.close()
         self._etcd.close()
 
 
