@@ -14,8 +14,9 @@ cannot start the API process from a virtual environment.
 Announcements: with `process`, the API process owns them (it announces the node's CIDRs
 from the store and withdraws those that leave it), so the configuration announces nothing.
 Without one, each neighbor announces the node's CIDRs of its family with next hop self.
-ExaBGP does not reflect routes: on a reflector the API process receives every update
-(`receive { parsed; update; }`) and must re-announce what it reflects.
+ExaBGP does not reflect routes: reflector nodes run BIRD from `netplan render bird`
+(bgp/speaker.py says why); the speaker's agent receives updates (`receive { parsed;
+update; }`) only to learn routes.
 
 MD5 passwords are written base64-encoded (`md5-base64 true`): ExaBGP's parser has no way
 to quote a quote character, base64 has none. Unless show_secrets (and the planner resolved
