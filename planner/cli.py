@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,12 +19,17 @@ from ipam.errors import InvalidInput, NetplanError
 from ipam.store import ClusterWrite, Store, StoreOptions, open_store
 from ipam.store.base import Snapshot
 from planner.release import release_write
-from planner.routing import topology_of
+from planner.routing import topology_of, topology_summary
 from bgp import render_bird, render_exabgp
 from planner.files import write_private
-from planner import report
+from planner import interop, pictures, report, svgmap
+from planner import speaker_cli
 from planner.audit import audit
+from planner.capacity import (DEFAULT_HORIZON_MONTHS, KUBELET_MAX_PODS, capacity_table,
+                              forecast, parse_growth)
 from planner.plan import Plan, build_plan
+from planner.progress import working
+from planner.schema import spec_schema
 from planner.spec import load_spec_file
 from planner.starter import starter_spec
 
@@ -77,13 +83,13 @@ _store_options = StoreOptions()
 def _global(
     etcd_prefix: Annotated[str, typer.Option(
         "--etcd-prefix", envvar="NETPLAN_ETCD_PREFIX", help="Key prefix in etcd.")] = "/netplan",
-    etcd_ca: Annotated[Optional[str], typer.Option(
+    etcd_ca: Annotated[str | None, typer.Option(
         "--etcd-ca", help="CA certificate (PEM) that signed etcd's server certificate.")] = None,
-    etcd_cert: Annotated[Optional[str], typer.Option(
+    etcd_cert: Annotated[str | None, typer.Option(
         "--etcd-cert", help="Client certificate (PEM) for etcd.")] = None,
-    etcd_key: Annotated[Optional[str], typer.Option(
+    etcd_key: Annotated[str | None, typer.Option(
         "--etcd-key", help="Client key (PEM) for etcd.")] = None,
-    etcd_user: Annotated[Optional[str], typer.Option(
+    etcd_user: Annotated[str | None, typer.Option(
         "--etcd-user", help="etcd user; the password comes from $NETPLAN_ETCD_PASSWORD.")] = None,
     store_timeout: Annotated[float, typer.Option(
         "--store-timeout", min=0.1, help="Seconds before an unanswered store counts as down.")]
@@ -117,18 +123,21 @@ def init(
 
 def _plan_command(spec_path: str, store_url: str, output: Output, keep_removed: bool,
                   apply: bool) -> None:
-    spec = load_spec_file(spec_path)
-    with _store(store_url) as store:
-        if apply:
-            def step(snapshot: Snapshot) -> tuple[ClusterWrite | None, Plan]:
-                plan = build_plan(spec, snapshot, keep_removed)
-                return plan.write(), plan
+    with working(err, "reading the spec", quiet=output is not Output.table) as phase:
+        spec = load_spec_file(spec_path)
+        phase(f"planning {len(spec.nodes):,} nodes")
+        with _store(store_url) as store:
+            if apply:
+                def step(snapshot: Snapshot) -> tuple[ClusterWrite | None, Plan]:
+                    plan = build_plan(spec, snapshot, keep_removed)
+                    return plan.write(), plan
 
-            plan = store.update(step)
-        else:
-            plan = build_plan(spec, store.snapshot(), keep_removed)
+                plan = store.update(step)
+            else:
+                plan = build_plan(spec, store.snapshot(), keep_removed)
+        phase("planning BGP sessions")
+        topo = topology_summary(spec, plan)
     data = report.plan_dict(plan)
-    topo = topology_of(spec, plan)
     data["bgp"] = {"topology": topo.topology, "sessions": topo.sessions,
                    "explanation": topo.explanation}
     data["warnings"] += list(topo.warnings)
@@ -175,7 +184,7 @@ def allocate(
 
 @app.command()
 def show(
-    cluster: Annotated[Optional[str], typer.Option(help="Only this cluster.")] = None,
+    cluster: Annotated[str | None, typer.Option(help="Only this cluster.")] = None,
     store: StoreOpt = DEFAULT_STORE,
     output: OutOpt = Output.table,
 ) -> None:
@@ -198,7 +207,7 @@ def show(
 @app.command()
 def release(
     cluster: Annotated[str, typer.Option(help="The cluster whose leases to release.")],
-    nodes: Annotated[Optional[list[str]], typer.Argument(
+    nodes: Annotated[list[str] | None, typer.Argument(
         help="Nodes whose leases to release.", metavar="NODE...")] = None,
     all_: Annotated[bool, typer.Option(
         "--all", help="Release every lease of the cluster and forget it.")] = False,
@@ -230,11 +239,26 @@ class TopologyFormat(str, Enum):
     json = "json"
     dot = "dot"
     mermaid = "mermaid"
+    svg = "svg"
 
 
-class Daemon(str, Enum):
+class RenderTarget(str, Enum):
     bird = "bird"
     exabgp = "exabgp"
+    kubeadm = "kubeadm"
+    calico = "calico"
+    flannel = "flannel"
+    nodes = "nodes"
+
+
+class RenderFormat(str, Enum):
+    yaml = "yaml"
+    json = "json"
+    kubectl = "kubectl"
+
+
+# The daemons render one node's configuration; the other targets cover the whole cluster.
+DAEMONS = (RenderTarget.bird, RenderTarget.exabgp)
 
 
 @app.command()
@@ -245,14 +269,20 @@ def topology(
 ) -> None:
     """Show every node's BGP sessions: full mesh, route reflectors, external peers.
 
-    Example: `netplan topology -f netplan.yaml -o dot | dot -Tsvg > bgp.svg`
+    `-o svg` draws the graph with Graphviz's `dot` (apt-get install graphviz).
+
+    Example: `netplan topology -f netplan.yaml -o svg > bgp.svg`
     """
-    spec = load_spec_file(file)
-    topo = topology_of(spec)
+    with working(err, "reading the spec", quiet=output is not TopologyFormat.table) as phase:
+        spec = load_spec_file(file)
+        phase(f"planning the BGP sessions of {len(spec.nodes):,} nodes")
+        topo = topology_of(spec)
     if output is TopologyFormat.json:
         out.file.write(topo.to_json() + "\n")
     elif output is TopologyFormat.dot:
         out.file.write(topo.to_dot())
+    elif output is TopologyFormat.svg:
+        out.file.write(pictures.dot_to_svg(topo.to_dot()))
     elif output is TopologyFormat.mermaid:
         out.file.write(topo.to_mermaid())
     else:
@@ -262,32 +292,71 @@ def topology(
 
 @app.command()
 def render(
-    daemon: Annotated[Daemon, typer.Argument(help="bird or exabgp.")],
+    target: Annotated[RenderTarget, typer.Argument(
+        help="bird or exabgp (one node, needs --node); kubeadm, calico, flannel or nodes "
+             "(the whole cluster).")],
     file: SpecOpt,
-    node: Annotated[str, typer.Option("--node", help="The node to render for.")],
+    node: Annotated[str | None, typer.Option(
+        "--node", help="bird, exabgp: the node to render for.")] = None,
     store: StoreOpt = DEFAULT_STORE,
-    out_file: Annotated[Optional[str], typer.Option(
-        "--out", help="Write to this file (mode 0600) instead of stdout.")] = None,
+    output: Annotated[RenderFormat | None, typer.Option(
+        "--output", "-o",
+        help="kubeadm, calico: yaml (default) or json; flannel: json (net-conf.json, "
+             "default) or yaml (its ConfigMap); nodes: kubectl (patch commands, default), "
+             "yaml or json (a List of Nodes).")] = None,
+    out_file: Annotated[str | None, typer.Option(
+        "--out", help="Write to this file (mode 0600) instead of stdout.",
+        metavar="FILE")] = None,
     show_secrets: Annotated[bool, typer.Option(
         "--show-secrets", help="Write MD5 passwords from their passwordEnv variables.")] = False,
     export_kernel: Annotated[bool, typer.Option(
         "--export-kernel", help="bird: install learned pod routes into the kernel.")] = False,
 ) -> None:
-    """Configuration of one node for BIRD 2 or ExaBGP; it announces the node's CIDRs as
-    `plan` computes them from the store.
+    """Configuration for BGP daemons, kubeadm, Calico, flannel and Kubernetes Nodes.
+
+    Every target renders the node CIDRs `plan` computes from the store.
+
+    - bird, exabgp: one node's BGP daemon configuration; it announces the node's CIDRs.
+    - kubeadm: a ClusterConfiguration's networking and kube-controller-manager's flags.
+    - calico: IPPools, BGPConfiguration, BGPPeers and reflector Nodes (projectcalico.org/v3).
+    - flannel: net-conf.json.
+    - nodes: every Node's spec.podCIDRs, as `kubectl patch` commands.
 
     Example: `netplan render bird -f netplan.yaml --node node-a --out /etc/bird/bird.conf`
+
+    Example: `netplan render calico -f netplan.yaml | calicoctl apply -f -`
     """
     spec = load_spec_file(file)
-    if node not in {n.name for n in spec.nodes}:
-        raise InvalidInput("--node", node, "is not a node of the spec")
-    with _store(store) as s:
-        planned = build_plan(spec, s.snapshot())
-    topo = topology_of(spec, planned, secrets=show_secrets)
-    if daemon is Daemon.bird:
+    if target in DAEMONS:
+        if output is not None:
+            raise InvalidInput("--output", output.value, f"is not an option of render "
+                               f"{target.value}")
+        if node is None:
+            raise InvalidInput("--node", None, f"is required: render {target.value} "
+                               "configures one node")
+        if node not in {n.name for n in spec.nodes}:
+            raise InvalidInput("--node", node, "is not a node of the spec")
+    elif node is not None:
+        raise InvalidInput("--node", node, f"is not an option of render {target.value}, "
+                           "which covers every node")
+    with working(err, f"planning {len(spec.nodes):,} nodes",
+                 quiet=output is RenderFormat.json) as phase:
+        with _store(store) as s:
+            planned = build_plan(spec, s.snapshot())
+        phase("planning BGP sessions")
+        if target in DAEMONS:
+            topo = topology_of(spec, planned, secrets=show_secrets)
+        elif target is RenderTarget.calico:
+            topo = topology_of(spec, planned)  # Calico reads passwords from a Secret
+        else:
+            topo = None
+    if target is RenderTarget.bird:
         text = render_bird(topo, node, show_secrets=show_secrets, export_kernel=export_kernel)
-    else:
+    elif target is RenderTarget.exabgp:
         text = render_exabgp(topo, node, show_secrets=show_secrets)
+    else:
+        facts = interop.cluster_facts(spec, planned, topo)
+        text = interop.render(target.value, facts, output.value if output else None)
     if out_file is None:
         out.file.write(text)
         return
@@ -311,6 +380,98 @@ def check(
     if data["problems"]:
         raise typer.Exit(1)
 
+
+class MapFormat(str, Enum):
+    svg = "svg"
+    png = "png"
+
+
+@app.command(name="map")
+def map_command(
+    file: SpecOpt,
+    out_file: Annotated[str, typer.Option(
+        "--out", help="The picture file to write.", metavar="FILE")],
+    store: StoreOpt = DEFAULT_STORE,
+    output: Annotated[MapFormat, typer.Option(
+        "--output", "-o", help="svg, or png (needs CairoSVG: pip install cairosvg).")] =
+    MapFormat.svg,
+) -> None:
+    """Draw each pool's address space, as an SVG or PNG picture.
+
+    Every node CIDR as the plan leaves it: allocated, reserved, free or released-cooling
+    (freed, reused last). Hover a cell for its CIDR and node.
+
+    Example: `netplan map -f netplan.yaml -o svg --out pools.svg`
+    """
+    with working(err, "reading the spec") as phase:
+        spec = load_spec_file(file)
+        phase(f"planning {len(spec.nodes):,} nodes")
+        with _store(store) as s:
+            snapshot = s.snapshot()
+        planned = build_plan(spec, snapshot)
+        phase("drawing")
+        stored = snapshot.clusters.get(spec.cluster)
+        svg = svgmap.render_svg(
+            spec.cluster, svgmap.pool_pictures(planned, stored.history if stored else ()))
+        picture = pictures.svg_to_png(svg) if output is MapFormat.png else svg
+    pictures.write_picture(out_file, picture)
+
+
+class CapacityFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def capacity(
+    file: SpecOpt,
+    store: StoreOpt = DEFAULT_STORE,
+    growth: Annotated[str, typer.Option(
+        "--growth", help="Nodes added: N/month (or N/week, N/year).", metavar="N/month")] =
+    "0/month",
+    horizon: Annotated[int, typer.Option(
+        "--horizon", min=1, help="Months ahead the suggested changes must last.")] =
+    DEFAULT_HORIZON_MONTHS,
+    max_pods: Annotated[int, typer.Option(
+        "--max-pods", min=1, help="The kubelet's --max-pods.")] = KUBELET_MAX_PODS,
+    output: Annotated[CapacityFormat, typer.Option("--output", "-o", help="Output format.")] =
+    CapacityFormat.table,
+) -> None:
+    """Forecast each pool's capacity, and what to change before it runs out.
+
+    Per pool: nodes that still fit, months until it is full at the given growth, pods per
+    node, and three changes (bigger pool, smaller node CIDRs, new pool) with the
+    consequences of each.
+
+    Pods per node: a node CIDR's addresses less the network address, the gateway and (IPv4)
+    the broadcast address, as CNI host-local hands them out; at most --max-pods.
+
+    Example: `netplan capacity -f netplan.yaml --growth 20/month`
+    """
+    per_month = parse_growth(growth)
+    with working(err, "reading the spec", quiet=output is CapacityFormat.json) as phase:
+        spec = load_spec_file(file)
+        phase(f"planning {len(spec.nodes):,} nodes")
+        with _store(store) as s:
+            snapshot = s.snapshot()
+        data = forecast(spec, build_plan(spec, snapshot), snapshot, per_month, horizon,
+                        max_pods)
+    report.emit(data, output.value, out, capacity_table)
+
+
+@app.command()
+def schema() -> None:
+    """Print the spec's JSON Schema, for editors to validate and complete specs.
+
+    Draft 2020-12; e.g. for the YAML language server, start a spec with
+    `# yaml-language-server: $schema=netplan.schema.json`.
+
+    Example: `netplan schema > netplan.schema.json`
+    """
+    out.file.write(json.dumps(spec_schema(), indent=2) + "\n")
+
+
+speaker_cli.register(app)
 
 GLOBAL_OPTIONS = ("--etcd-prefix", "--etcd-ca", "--etcd-cert", "--etcd-key", "--etcd-user",
                   "--store-timeout")

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 
 from bgp import BgpSettings, ExternalPeer, Node, Topology, TopologyError, plan_topology
+from bgp.topology import Summary, summarize
 from ipam.errors import InvalidInput
 from ipam.net import Address, Cidr
 from planner.plan import Plan
@@ -49,13 +50,8 @@ def bgp_settings(spec: Spec, env: Mapping[str, str] | None = None) -> BgpSetting
     )
 
 
-def topology_of(spec: Spec, plan: Plan | None = None, *, secrets: bool = False) -> Topology:
-    """Every node's sessions; with a plan, nodes carry their CIDRs and BIRD's import filter
-    the resolved pools. secrets: resolve passwords from the environment (exit 2 if unset)."""
-    cidrs = {n.name: n.pod_cidrs for n in plan.nodes} if plan else {}
-    pools = ([u.pool.cidr for u in plan.usage] if plan
-             else [p.cidr for p in spec.pools if p.cidr is not None])
-    nodes = [
+def _nodes(spec: Spec, cidrs: Mapping[str, tuple[Cidr, ...]]) -> list[Node]:
+    return [
         Node(
             name=n.name,
             addresses=tuple(_ip(a) for a in n.addresses),
@@ -66,6 +62,24 @@ def topology_of(spec: Spec, plan: Plan | None = None, *, secrets: bool = False) 
         )
         for n in spec.nodes
     ]
+
+
+def topology_summary(spec: Spec, plan: Plan) -> Summary:
+    """Mode and session count for `plan`; cheap even for a full mesh of thousands."""
+    cidrs = {n.name: n.pod_cidrs for n in plan.nodes}
+    try:
+        return summarize(spec.cluster, _nodes(spec, cidrs), bgp_settings(spec))
+    except TopologyError as exc:
+        raise InvalidInput(exc.field, exc.value, exc.reason) from None
+
+
+def topology_of(spec: Spec, plan: Plan | None = None, *, secrets: bool = False) -> Topology:
+    """Every node's sessions; with a plan, nodes carry their CIDRs and BIRD's import filter
+    the resolved pools. secrets: resolve passwords from the environment (exit 2 if unset)."""
+    cidrs = {n.name: n.pod_cidrs for n in plan.nodes} if plan else {}
+    pools = ([u.pool.cidr for u in plan.usage] if plan
+             else [p.cidr for p in spec.pools if p.cidr is not None])
+    nodes = _nodes(spec, cidrs)
     settings = bgp_settings(spec, os.environ if secrets else None)
     try:
         return plan_topology(spec.cluster, nodes, settings, [_net(c) for c in pools])

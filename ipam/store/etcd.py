@@ -288,6 +288,13 @@ class EtcdStore(Store):
         self.root = self.prefix + "/"
         self._etcd = _Etcd(parse_endpoints(url), options)
         self._watches: weakref.WeakSet[_EtcdWatch] = weakref.WeakSet()
+        self._lost_races = 0
+
+    @property
+    def lost_races(self) -> int:
+        """Writes of this store object that lost a compare-and-swap race to another writer
+        and were re-planned (update, attach_ttl): a statistic, for benchmarks and logs."""
+        return self._lost_races
 
     # --- keys ------------------------------------------------------------------------------
 
@@ -392,6 +399,7 @@ class EtcdStore(Store):
                 self._apply(write, meta)
                 return result
             except _Lost as exc:
+                self._lost_races += 1
                 lost = 1 if exc.progress else lost + 1
                 if lost >= MAX_CONFLICTS:
                     raise StoreConflict(
@@ -542,6 +550,7 @@ class EtcdStore(Store):
                               ops + [t.put(guard, "")])
             if ok:
                 return TtlLease(self._etcd, granted.id, ttl, cluster, node)
+            self._lost_races += 1
             time.sleep(random.uniform(0, 0.05))
         raise StoreConflict(f"etcd {self._etcd.where}: cluster {cluster}: could not tie node "
                             f"{node} to a lease: lost {MAX_CONFLICTS} races in a row")

@@ -24,6 +24,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent.parent))
 
 from anchors import bitmap_allocate, sweep_overlaps  # noqa: E402
+from store_scenarios import (  # noqa: E402
+    scenario_etcd_allocate,
+    scenario_etcd_contention,
+    scenario_store_size,
+)
 
 from ipam.conflicts import AVOID, POOL, Claim, conflicts  # noqa: E402
 from ipam.net import Cidr  # noqa: E402
@@ -117,7 +122,10 @@ def scenario_conflicts(quick: bool) -> list[dict]:
                 "<= 1.5x anchor", netplan / base <= 1.5)]
 
 
-SCENARIOS = {"plan": scenario_plan, "conflicts": scenario_conflicts}
+SCENARIOS = {"plan": scenario_plan, "conflicts": scenario_conflicts,
+             "etcd-allocate": scenario_etcd_allocate,  # 3
+             "etcd-contention": scenario_etcd_contention,  # 4
+             "store-size": scenario_store_size}  # 7
 
 
 def main() -> int:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bgp.errors import TopologyError
+from bgp.topology import plan_topology, summarize
 
 
 def test_design_example_json(make_node, plan):
@@ -532,3 +533,18 @@ def test_json_addresses_are_of_the_router_id_family(make_node, plan):
         ("node-b", "10.0.0.2"),
     ]
     assert ip_address(document["nodes"][1]["peers"][0]["address"]) == ip_address("fd00::1")
+
+
+@pytest.mark.parametrize("n", [3, 101, 150])
+def test_summary_counts_what_the_full_plan_builds(n, make_cluster, make_node, make_settings,
+                                                   make_peer):
+    # Mixed families: every third node IPv4 only, so the IPv6 mesh is smaller.
+    nodes = [node if i % 3 else make_node(node.name, str(node.address), labels={"rack": "r1"})
+             for i, node in enumerate(make_cluster(n))]
+    settings = make_settings(peers=[make_peer("10.0.255.254", selector={"rack": "r1"}),
+                                    make_peer("fd00::ffff")])
+    full = plan_topology("demo", nodes, settings, ())
+    summary = summarize("demo", nodes, settings)
+    assert (summary.topology, summary.sessions) == (full.topology, full.sessions)
+    assert summary.explanation == full.explanation
+    assert any("full mesh of" in w for w in summary.warnings) == (n > 100)
