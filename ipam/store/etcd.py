@@ -2,8 +2,12 @@
 
 Keys, all under the prefix (`--etcd-prefix`, default /netplan):
 
-    <prefix>/_guard                            bumped whenever a cluster record is written
+    <prefix>/_guard                            bumped whenever a cluster claims ranges: a
+                                               record or a node with new addresses written
     <prefix>/<cluster>/record                  the cluster record (codec.record_to_json)
+                                               without its hosts and router ids
+    <prefix>/<cluster>/nodes/<node>            a node's part of the record: {"addresses":
+                                               [...], "index": i, "routerId": ...}
     <prefix>/<cluster>/guard                   bumped by every batch that writes the cluster
     <prefix>/<cluster>/leases/<pool>/<node>    one lease (codec.lease_to_json)
     <prefix>/<cluster>/released/<pool>/<cidr>  history: a freed CIDR and its release seq
@@ -11,18 +15,32 @@ Keys, all under the prefix (`--etcd-prefix`, default /netplan):
 
 Cluster names cannot start with `_`, so `_guard` never collides with a cluster.
 
+A record's hosts and router ids grow with the cluster (65,536 nodes: some 4 MiB), more than
+one etcd request (1.5 MiB) or gRPC reply (4 MiB) takes, so each node has its own key; the
+read puts them back in the order of their index (the spec's node order; ties, left only by
+an interrupted run, by name): hosts node by node, router ids likewise. A record whose hosts
+and router ids do not have that shape (never one the planner makes) is stored whole in the
+record key, as before this layout, and node keys are then ignored (and deleted); so is a
+record stored by an older netplan, until its next write moves its nodes to their keys (a
+run that dies midway through that move leaves the nodes not yet moved without addresses
+until the next run: their leases stay, `check` warns about them).
+
 A run reads everything at one revision, plans, and writes the plan in batches of at most
 128 operations (etcd's default --max-txn-ops). Every batch compares the cluster guard's mod
 revision with the one the run last saw (read, or set by its own previous batch) and bumps
 it, so a batch of another writer of the cluster in between makes ours fail; the run then
 re-reads and re-plans. The planner is idempotent: batches already written are part of the
-fresh state, and the rest is planned again on top of them. A batch that writes the record
-also compares and bumps the global guard: two clusters racing for one range both plan
-without the other, and only the first record write lands; the other re-plans, sees the
-first cluster and reports the conflict.
+fresh state, and the rest is planned again on top of them. A batch that writes the record,
+or a node key with addresses the node did not have, also compares and bumps the global guard
+(the run tracks its mod revision like the cluster guard's): two clusters racing for one
+range both plan without the other, and only the first claim written lands; the other
+re-plans, sees the first cluster and reports the conflict.
 
 Batch contents keep the store consistent whatever batch a run dies after:
 - the record goes first, so that a run's leases always belong to a recorded cluster;
+- a node's key goes with the node's lease changes (added or dropped with them), so a lease
+  of a node in the spec always comes with the node's addresses; only the index of nodes
+  that merely moved in the spec may be stale after an interruption (order, not content);
 - a node's deletes, creates and the history of the CIDRs it frees share a batch, and so do
   all nodes a CIDR moves between (it is freed in the batch that hands it out again), so no
   node is half-applied, no CIDR is held twice and no freed CIDR loses its history.
@@ -42,13 +60,14 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from ipam.allocation import Lease, Released
 from ipam.errors import InvalidInput, StoreConflict, StoreError, StoreUnavailable
-from ipam.net import parse_cidr
+from ipam.net import parse_address, parse_cidr
 from ipam.store.base import (
+    ClusterRecord,
     ClusterState,
     ClusterWrite,
     LeaseEvent,
@@ -264,6 +283,8 @@ class _Meta:
     global_guard: int = 0  # mod revision of <prefix>/_guard, 0 while absent
     guards: dict[str, int] = field(default_factory=dict)  # cluster -> guard mod revision
     records: dict[str, bytes] = field(default_factory=dict)  # cluster -> stored record JSON
+    # cluster -> {node: (its stored node key value, its stored addresses)}
+    nodes: dict[str, dict[str, tuple[bytes, tuple[str, ...]]]] = field(default_factory=dict)
     lease_keys: dict[Lease, str] = field(default_factory=dict)
     # cluster -> {(pool, node): (the lease as tied to an etcd lease, its ttl key)}
     ttl: dict[str, dict[tuple[str, str], tuple[Lease, str]]] = field(default_factory=dict)
@@ -278,7 +299,35 @@ class _Lost(Exception):
         self.progress = progress  # some earlier batch of the run landed
 
 
-_RECORD = object()  # heads the batch that writes the record (it bumps the global guard)
+def _split(record: ClusterRecord) -> tuple[ClusterRecord, dict[str, str]] | None:
+    """(the record without hosts and router ids, node -> its node key's value), or None
+    when reading the node keys back would not give the same record (see the top)."""
+    order = list(dict.fromkeys([n for n, _ in record.router_ids] + [n for n, _ in record.hosts]))
+    addresses: dict[str, list] = {n: [] for n in order}
+    for node, addr in record.hosts:
+        addresses[node].append(addr)
+    router_ids = dict(record.router_ids)
+    hosts = tuple((n, a) for n in order for a in addresses[n])
+    if (len(router_ids) != len(record.router_ids) or hosts != record.hosts
+            or tuple((n, router_ids[n]) for n in order if n in router_ids)
+            != record.router_ids):
+        return None
+    values = {n: json.dumps({"addresses": [str(a) for a in addresses[n]], "index": i,
+                             "routerId": str(router_ids[n]) if n in router_ids else None},
+                            sort_keys=True)
+              for i, n in enumerate(order)}
+    return replace(record, hosts=(), router_ids=()), values
+
+
+def _join(record: ClusterRecord, nodes: dict[str, tuple[int, list, object]]) -> ClusterRecord:
+    """The record with the hosts and router ids of its node keys: node -> (index,
+    addresses, router id or None)."""
+    if record.hosts or record.router_ids or not nodes:
+        return record  # stored whole: node keys, if any, are stale
+    order = sorted(nodes, key=lambda n: (nodes[n][0], n))
+    return replace(record,
+                   hosts=tuple((n, a) for n in order for a in nodes[n][1]),
+                   router_ids=tuple((n, nodes[n][2]) for n in order if nodes[n][2] is not None))
 
 
 class EtcdStore(Store):
@@ -335,6 +384,7 @@ class EtcdStore(Store):
         revision, kvs = self._range(self.root)
         meta = _Meta(revision)
         records = {}
+        nodes: dict[str, dict[str, tuple[int, list, object]]] = {}
         leases: dict[str, list[Lease]] = {}
         history: dict[str, dict[tuple[str, object], Released]] = {}
         for kv in kvs:
@@ -349,6 +399,15 @@ class EtcdStore(Store):
                 elif kind == "record":
                     records[cluster] = record_from_json(kv.value)
                     meta.records[cluster] = kv.value
+                elif kind == "nodes":
+                    node = rest[len("nodes/"):]
+                    data = json.loads(kv.value)
+                    rid = data["routerId"]
+                    nodes.setdefault(cluster, {})[node] = (
+                        int(data["index"]), [parse_address(a) for a in data["addresses"]],
+                        None if rid is None else parse_address(rid))
+                    meta.nodes.setdefault(cluster, {})[node] = (
+                        kv.value, tuple(data["addresses"]))
                 elif kind == "leases":
                     lease = lease_from_json(kv.value)
                     leases.setdefault(cluster, []).append(lease)
@@ -375,7 +434,7 @@ class EtcdStore(Store):
                     history.setdefault(cluster, {})[(entry.pool, entry.cidr)] = entry
         clusters = {
             name: ClusterState(
-                records.get(name),
+                _join(records[name], nodes.get(name, {})) if name in records else None,
                 tuple(sorted(leases.get(name, ()))),
                 tuple(sorted(history.get(name, {}).values())),
             )
@@ -431,30 +490,55 @@ class EtcdStore(Store):
             if not ok:
                 raise _Lost(progress=False)
             return
-        for i, ops in enumerate(self._batches(write, meta, t)):
+        expected_global = meta.global_guard
+        for i, (claims, ops) in enumerate(self._batches(write, meta, t)):
             compare = [t.mod(guard) == expected]
-            if ops[0] is _RECORD:
-                compare.append(t.mod(self.root + "_guard") == meta.global_guard)
-                ops = ops[1:] + [t.put(self.root + "_guard", "")]
+            if claims:
+                compare.append(t.mod(self.root + "_guard") == expected_global)
+                ops = ops + [t.put(self.root + "_guard", "")]
             ok, revision = self._txn(compare, ops + [t.put(guard, "")])
             if not ok:
                 raise _Lost(progress=i > 0)
             expected = revision
+            if claims:
+                expected_global = revision
 
-    def _batches(self, write: ClusterWrite, meta: _Meta, t: pyetcd.Transactions) -> list[list]:
-        """The write's operations cut into transactions, groups kept whole (see the top)."""
+    def _node_ops(self, cluster: str, values: dict[str, str], meta: _Meta,
+                  t: pyetcd.Transactions) -> dict[str, tuple[list, bool]]:
+        """node -> (the operations bringing its node key to values[node], whether they
+        claim an address the node did not have), for every node whose key changes."""
+        stored = meta.nodes.get(cluster, {})
+        changes: dict[str, tuple[list, bool]] = {}
+        for node, value in values.items():
+            old = stored.get(node)
+            if old is None or old[0] != value.encode():
+                new_addresses = json.loads(value)["addresses"]
+                claims = old is None or not set(new_addresses) <= set(old[1])
+                changes[node] = ([t.put(self._key(cluster, "nodes", node), value)], claims)
+        for node in stored.keys() - values.keys():  # left the record: its key goes
+            changes[node] = ([t.delete(self._key(cluster, "nodes", node))], False)
+        return changes
+
+    def _batches(self, write: ClusterWrite, meta: _Meta,
+                 t: pyetcd.Transactions) -> list[tuple[bool, list]]:
+        """The write's operations cut into transactions, groups kept whole (see the top):
+        (whether the batch claims ranges and so goes through the global guard, its ops)."""
         assert write.record is not None
         cluster = write.cluster
         tied = meta.ttl.get(cluster, {})
+        split = _split(write.record)
+        small, values = split if split is not None else (write.record, {})
+        node_ops = self._node_ops(cluster, values, meta, t)
         head: list = []
-        record = record_to_json(write.record)
+        record = record_to_json(small)
         if meta.records.get(cluster) != record.encode():
-            head = [_RECORD, t.put(self._key(cluster, "record"), record)]
-        groups: list[tuple[list[str], list]] = []  # (nodes, their operations)
+            head = [t.put(self._key(cluster, "record"), record)]
+        # (nodes, their operations, whether these claim an address)
+        groups: list[tuple[list[str], list, bool]] = []
         # History of TTL leases etcd expired: written, and their ttl keys dropped.
         for entry, key in meta.expired.get(cluster, ()):
             groups.append(([], [t.put(self._released_key(entry), _released_json(entry)),
-                                t.delete(key)]))
+                                t.delete(key)], False))
 
         # Union-find over nodes: a node joins every node that takes a CIDR it frees.
         parent: dict[str, str] = {}
@@ -485,7 +569,11 @@ class EtcdStore(Store):
         history = {(x.pool, x.cidr): x for x in write.released}
         for nodes in members.values():
             ops: list = []
+            claims = False
             for node in nodes:
+                own, claim = node_ops.pop(node, ([], False))
+                ops += own
+                claims |= claim
                 put_keys = {self._lease_key(x) for x in creates.get(node, ())}
                 for x in deletes.get(node, ()):
                     key = meta.lease_keys.get(x, self._lease_key(x))
@@ -500,23 +588,27 @@ class EtcdStore(Store):
                         ops.append(t.put(self._released_key(entry), _released_json(entry)))
                 for x in creates.get(node, ()):
                     ops.append(t.put(self._lease_key(x), lease_to_json(x)))
-            groups.append((nodes, ops))
+            groups.append((nodes, ops, claims))
+        # Nodes whose key alone changes (addresses, router id, place in the spec, removal).
+        groups += [([node], ops, claims) for node, (ops, claims) in sorted(node_ops.items())]
         # History without a lease deleted in this write: no node to go with, any batch will do.
-        groups += [([], [t.put(self._released_key(e), _released_json(e))])
+        groups += [([], [t.put(self._released_key(e), _released_json(e))], False)
                    for e in history.values()]
 
-        batches: list[list] = [head] if head else []
-        room = BATCH_OPS - 1 if head else 0
-        for nodes, ops in groups:
+        batches: list[tuple[bool, list]] = [(True, head)] if head else []
+        room = BATCH_OPS - len(head) if head else 0
+        for nodes, ops, claims in groups:
             if len(ops) > BATCH_OPS:
                 raise StoreError(
                     f"cluster {cluster}: node {nodes[0]} (with {len(nodes) - 1} others its "
                     f"CIDRs move between) needs {len(ops)} operations in one transaction, "
                     f"more than etcd takes ({MAX_TXN_OPS})")
             if len(ops) > room:
-                batches.append([])
+                batches.append((False, []))
                 room = BATCH_OPS
-            batches[-1].extend(ops)
+            if claims and not batches[-1][0]:
+                batches[-1] = (True, batches[-1][1])
+            batches[-1][1].extend(ops)
             room -= len(ops)
         return batches
 

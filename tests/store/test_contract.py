@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import itertools
 import threading
@@ -9,7 +10,7 @@ import threading
 import pytest
 from store_support import allocate, cidrs, forget, record, release, summary, take
 
-from ipam.net import parse_cidr
+from ipam.net import parse_address, parse_cidr
 from ipam.pool import Pool
 
 # --- snapshot and update ---------------------------------------------------------------------
@@ -48,6 +49,43 @@ def test_a_plan_that_raises_writes_nothing(store):
     with pytest.raises(RuntimeError, match="planning failed"):
         store.update(failing)
     assert store.snapshot().clusters == before.clusters
+
+
+def _with_nodes(cluster: str, nodes: list[tuple[str, list[str], str | None]],
+                hosts_order=None):
+    """allocate() with a record naming each node's addresses and router id, in this order
+    (or hosts in hosts_order, a list of (node, address))."""
+    rec = dataclasses.replace(
+        record(cluster),
+        hosts=tuple((n, parse_address(a)) for n, a in hosts_order) if hosts_order else
+        tuple((n, parse_address(a)) for n, addrs, _ in nodes for a in addrs),
+        router_ids=tuple((n, parse_address(r)) for n, _, r in nodes if r is not None))
+    plan = allocate(cluster, [n for n, _, _ in nodes])
+
+    def run(snapshot):
+        write, alloc = plan(snapshot)
+        return dataclasses.replace(write, record=rec), rec
+
+    return run
+
+
+def test_a_records_hosts_and_router_ids_come_back_exactly(store):
+    # Not sorted by name, two addresses for one node, a node without a router id.
+    nodes = [("zeta", ["192.0.2.9", "2001:db8::9"], "192.0.2.9"),
+             ("alpha", ["192.0.2.1"], "192.0.2.1"),
+             ("mid", ["192.0.2.5"], None)]
+    for step in (nodes, nodes[1:] + nodes[:1], [nodes[2], ("new", ["192.0.2.7"], "10.1.1.1")]):
+        written = store.update(_with_nodes("demo", step))
+        assert store.snapshot().clusters["demo"].record == written
+        assert store.update(_with_nodes("demo", step)) == store.snapshot().clusters[
+            "demo"].record
+    # A record whose hosts interleave nodes is kept as it is as well.
+    odd = [("a", "192.0.2.1"), ("b", "192.0.2.2"), ("a", "2001:db8::1")]
+    written = store.update(_with_nodes("demo", [("a", [], "192.0.2.1"), ("b", [], None)],
+                                       hosts_order=odd))
+    assert store.snapshot().clusters["demo"].record == written
+    written = store.update(_with_nodes("demo", nodes))
+    assert store.snapshot().clusters["demo"].record == written
 
 
 def test_a_large_write_lands_whole(store):
