@@ -24,6 +24,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent.parent))
 
 from anchors import bitmap_allocate, sweep_overlaps  # noqa: E402
+from speaker_scenarios import scenario_announce, scenario_latency  # noqa: E402
 from store_scenarios import (  # noqa: E402
     scenario_etcd_allocate,
     scenario_etcd_contention,
@@ -125,6 +126,8 @@ def scenario_conflicts(quick: bool) -> list[dict]:
 SCENARIOS = {"plan": scenario_plan, "conflicts": scenario_conflicts,
              "etcd-allocate": scenario_etcd_allocate,  # 3
              "etcd-contention": scenario_etcd_contention,  # 4
+             "announce": scenario_announce,  # 5
+             "lease-to-route": scenario_latency,  # 6
              "store-size": scenario_store_size}  # 7
 
 
