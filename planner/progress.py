@@ -8,6 +8,7 @@ the phase.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +16,14 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-DELAY = 1.0  # seconds of work before the bar shows
+DELAY = 1.0  # seconds of work before the bar shows; $NETPLAN_PROGRESS_DELAY overrides it
+
+
+def _delay() -> float:
+    try:
+        return max(0.0, float(os.environ.get("NETPLAN_PROGRESS_DELAY", DELAY)))
+    except ValueError:
+        return DELAY
 
 
 class _Bar:
@@ -47,7 +55,7 @@ class _Bar:
 
 @contextmanager
 def working(console: Console, description: str, *, quiet: bool = False,
-            delay: float = DELAY) -> Iterator[Callable[[str], None]]:
+            delay: float | None = None) -> Iterator[Callable[[str], None]]:
     """Show an indeterminate bar labelled description if the block lasts `delay` seconds.
 
     quiet: never show it (machine-readable output). Yields a function that names the next
@@ -58,7 +66,7 @@ def working(console: Console, description: str, *, quiet: bool = False,
         return
     bar = _Bar(console)
     bar.describe(description)
-    timer = threading.Timer(delay, bar.show)
+    timer = threading.Timer(_delay() if delay is None else delay, bar.show)
     timer.daemon = True
     timer.start()
     try:

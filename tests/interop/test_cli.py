@@ -56,7 +56,7 @@ def test_progress_stays_silent(case):
 
 @pytest.fixture(scope="module")
 def slow_spec(tmp_path_factory):
-    """12,000 nodes: reading and planning them takes well over a second."""
+    """12,000 nodes: reading and planning them takes a good part of a second."""
     nodes = [{"name": f"n{i:05d}", "address": f"192.168.{i // 250}.{i % 250 + 1}"}
              for i in range(12000)]
     spec = {"cluster": "big", "pools": [{"name": "pods-v4", "cidr": "10.0.0.0/8"}],
@@ -64,13 +64,14 @@ def slow_spec(tmp_path_factory):
     return write_spec(tmp_path_factory.mktemp("slow"), spec)
 
 
-def _at_a_terminal(args: list[str], cwd) -> tuple[str, str]:
+def _at_a_terminal(args: list[str], cwd, env: dict | None = None) -> tuple[str, str]:
     """Run netplan with stderr on a pty; (stdout, what reached the terminal)."""
     primary, secondary = pty.openpty()
     try:
         done = subprocess.run([NETPLAN, *args], stdout=subprocess.PIPE, stderr=secondary,
                               stdin=subprocess.DEVNULL, cwd=cwd,
-                              env={**base_env(), "TERM": "xterm"}, timeout=60)
+                              env={**base_env(), "TERM": "xterm", **(env or {})},
+                              timeout=60)
     finally:
         os.close(secondary)
     assert done.returncode == 0
@@ -87,9 +88,20 @@ def _at_a_terminal(args: list[str], cwd) -> tuple[str, str]:
 
 
 def test_slow_runs_show_a_bar_at_a_terminal_but_never_with_json(slow_spec):
+    # The bar waits for the work to outlast a delay (1 s by default); a short one here keeps
+    # the test independent of how fast this machine plans 12,000 nodes.
+    fast_bar = {"NETPLAN_PROGRESS_DELAY": "0.05"}
     args = ["capacity", "-f", str(slow_spec), "--store", "memory:"]
-    stdout, terminal = _at_a_terminal(args, slow_spec.parent)
+    stdout, terminal = _at_a_terminal(args, slow_spec.parent, fast_bar)
     assert "room for 53,536 more" in stdout
     assert "12,000 nodes" in terminal or "reading the spec" in terminal, terminal
-    stdout, terminal = _at_a_terminal([*args, "-o", "json"], slow_spec.parent)
+    stdout, terminal = _at_a_terminal([*args, "-o", "json"], slow_spec.parent, fast_bar)
     assert stdout.startswith("{") and terminal == ""
+
+
+def test_quick_runs_show_no_bar_at_a_terminal(tmp_path):
+    spec = write_spec(tmp_path, {"cluster": "small",
+                                 "nodes": [{"name": "a", "address": "10.0.0.1"}]})
+    stdout, terminal = _at_a_terminal(["plan", "-f", str(spec), "--store", "memory:"],
+                                      tmp_path, {"NETPLAN_PROGRESS_DELAY": "30"})
+    assert "cluster small" in stdout and terminal == ""
