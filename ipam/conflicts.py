@@ -8,7 +8,7 @@ O(n log n + overlaps).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from ipam.net import Cidr
@@ -35,31 +35,29 @@ class Claim(NamedTuple):
 
 
 def overlapping_pairs(
-    claims: Iterable[Claim], relevant: Callable[[Claim, Claim], bool]
+    claims: Iterable[Claim], exclusive: set[tuple[str, str]]
 ) -> list[tuple[Claim, Claim]]:
-    """Every pair (outer, inner) of overlapping claims for which relevant(outer, inner)."""
+    """Every pair (outer, inner) of overlapping claims whose kinds are in `exclusive`."""
     claims = list(claims)
-    # Integer keys computed once; (version, first, -last) sorts outer ranges before inner.
-    keyed = []
-    for i, (_, _, (version, value, prefixlen), _) in enumerate(claims):
-        size = 1 << ((32 if version == 4 else 128) - prefixlen)
-        keyed.append((version, value, 1 - size, i))
-    keyed.sort()
+    # One integer line for both families (IPv6 above 2**128, past every IPv4 address), so a
+    # range never overlaps one of the other family; sorted by (first, -size), outer ranges
+    # come before the ranges they contain.
+    keyed = sorted([
+        (value + ((version == 6) << 128), -(1 << ((32 if version == 4 else 128) - prefixlen)), i)
+        for i, (_, _, (version, value, prefixlen), _) in enumerate(claims)
+    ])
     pairs: list[tuple[Claim, Claim]] = []
-    stack: list[tuple[int, int]] = []  # (last, index) of the open chain of one family
-    family = None
-    for version, first, one_minus_size, i in keyed:
-        if version != family:
-            stack.clear()
-            family = version
+    stack: list[tuple[int, int]] = []  # (last, index) of the open chain of nested ranges
+    for first, neg_size, i in keyed:
         while stack and stack[-1][0] < first:
             stack.pop()
         if stack:
             claim = claims[i]
+            kind = claim.kind
             for _, j in stack:
-                if relevant(claims[j], claim):
+                if (claims[j].kind, kind) in exclusive:
                     pairs.append((claims[j], claim))
-        stack.append((first - one_minus_size, i))
+        stack.append((first - neg_size - 1, i))
     return pairs
 
 
@@ -79,7 +77,7 @@ def forbidden(a: Claim, b: Claim) -> bool:
 
 def conflicts(claims: Iterable[Claim]) -> list[tuple[Claim, Claim]]:
     """The pairs of claims that break the plan's disjointness rules, lowest first."""
-    return overlapping_pairs(claims, forbidden)
+    return overlapping_pairs(claims, _EXCLUSIVE)
 
 
 def describe_conflict(a: Claim, b: Claim) -> str:
