@@ -179,26 +179,32 @@ def exabgp_env() -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def bird_accepts(bird_bin: str, tmp_path: Path) -> Callable[[str], None]:
-    """Assert that BIRD's own parser (`bird -p`) accepts a configuration."""
+def _parser_check(
+    tmp_path: Path, name: str, argv: list[str], env: dict[str, str] | None, timeout: float
+) -> Callable[[str], None]:
+    """A check that writes each configuration to a new file and runs argv + [file] on it."""
     count = 0
 
     def check(config: str) -> None:
         nonlocal count
         count += 1
-        path = tmp_path / f"bird-{count}.conf"
+        path = tmp_path / f"{name}-{count}.conf"
         path.write_text(config)
         result = subprocess.run(
-            [bird_bin, "-p", "-c", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
+            [*argv, str(path)], capture_output=True, text=True, env=env, timeout=timeout,
             check=False,
         )
-        assert result.returncode == 0, f"bird -p rejects {path}: {result.stderr}\n{config}"
+        assert result.returncode == 0, (
+            f"{' '.join(argv[:2])} rejects {path}: {result.stdout}{result.stderr}\n{config}"
+        )
 
     return check
+
+
+@pytest.fixture
+def bird_accepts(bird_bin: str, tmp_path: Path) -> Callable[[str], None]:
+    """Assert that BIRD's own parser (`bird -p`) accepts a configuration."""
+    return _parser_check(tmp_path, "bird", [bird_bin, "-p", "-c"], None, 30)
 
 
 @pytest.fixture
@@ -206,23 +212,6 @@ def exabgp_accepts(
     exabgp_bin: str, exabgp_env: dict[str, str], tmp_path: Path
 ) -> Callable[[str], None]:
     """Assert that `exabgp validate` accepts a configuration, neighbors and routes included."""
-    count = 0
-
-    def check(config: str) -> None:
-        nonlocal count
-        count += 1
-        path = tmp_path / f"exabgp-{count}.conf"
-        path.write_text(config)
-        result = subprocess.run(
-            [exabgp_bin, "validate", "--neighbor", "--route", str(path)],
-            capture_output=True,
-            text=True,
-            env=exabgp_env,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, (
-            f"exabgp validate rejects {path}: {result.stdout}{result.stderr}\n{config}"
-        )
-
-    return check
+    return _parser_check(
+        tmp_path, "exabgp", [exabgp_bin, "validate", "--neighbor", "--route"], exabgp_env, 60
+    )
