@@ -5,9 +5,7 @@ Pure: the store hands in a snapshot and applies the `ClusterWrite` this returns.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ipam.allocation import Allocation, Change, Lease, PoolUsage, plan_allocation
@@ -23,6 +21,7 @@ from ipam.conflicts import (
     forbidden,
 )
 from ipam.errors import InvalidInput, RangeConflict, Unsatisfiable
+from ipam.gcpause import gc_paused
 from ipam.net import Address, Cidr, parse_cidr
 from ipam.pool import Pool
 from ipam.store.base import ClusterRecord, ClusterWrite, PoolRecord, Snapshot
@@ -73,21 +72,8 @@ class Plan:
         return ClusterWrite(self.cluster, self.record, gone, new, self.allocation.released)
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Planning 65,536 nodes creates some 10**6 small acyclic objects; the cyclic garbage
-    collector would scan the growing heap again and again for nothing (half the run)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def build_plan(spec: Spec, snapshot: Snapshot, keep_removed: bool = False) -> Plan:
-    with _gc_paused():
+    with gc_paused():
         return _build_plan(spec, snapshot, keep_removed)
 
 

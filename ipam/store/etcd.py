@@ -6,8 +6,9 @@ Keys, all under the prefix (`--etcd-prefix`, default /netplan):
                                                record or a node with new addresses written
     <prefix>/<cluster>/record                  the cluster record (codec.record_to_json)
                                                without its hosts and router ids
-    <prefix>/<cluster>/nodes/<node>            a node's part of the record: {"addresses":
-                                               [...], "index": i, "routerId": ...}
+    <prefix>/<cluster>/nodes/<first node>      a page of nodes' parts of the record: {node:
+                                               {"addresses": [...], "index": i, "routerId":
+                                               ...}}, named after its first node
     <prefix>/<cluster>/guard                   bumped by every batch that writes the cluster
     <prefix>/<cluster>/leases/<pool>/<node>    one lease (codec.lease_to_json)
     <prefix>/<cluster>/released/<pool>/<cidr>  history: a freed CIDR and its release seq
@@ -16,14 +17,16 @@ Keys, all under the prefix (`--etcd-prefix`, default /netplan):
 Cluster names cannot start with `_`, so `_guard` never collides with a cluster.
 
 A record's hosts and router ids grow with the cluster (65,536 nodes: some 4 MiB), more than
-one etcd request (1.5 MiB) or gRPC reply (4 MiB) takes, so each node has its own key; the
-read puts them back in the order of their index (the spec's node order; ties, left only by
-an interrupted run, by name): hosts node by node, router ids likewise. A record whose hosts
-and router ids do not have that shape (never one the planner makes) is stored whole in the
-record key, as before this layout, and node keys are then ignored (and deleted); so is a
-record stored by an older netplan, until its next write moves its nodes to their keys (a
-run that dies midway through that move leaves the nodes not yet moved without addresses
-until the next run: their leases stay, `check` warns about them).
+one etcd request (1.5 MiB) or gRPC reply (4 MiB) takes, so they are kept in pages of nodes;
+the read puts them back in the order of their index (the spec's node order): hosts node by
+node, router ids likewise. A page is a run of nodes in name order that starts where a
+node's name hashes to a boundary (CRC-32 modulo PAGE_NODES is 0; PAGE_MAX nodes at most):
+about 64 nodes, 6 KiB, a page, so a cold run of 5,000 nodes writes some 80 page keys beside
+its 5,000 leases (one key a node doubled the operations), and a node that joins, leaves or
+changes rewrites its own page only, wherever it stands in the spec. A record whose hosts and
+router ids do not have that shape (never one the planner makes) is stored whole in the
+record key, as before this layout, and node pages are then ignored (and deleted); so is a
+record stored by an older netplan, until its next write moves its nodes to their pages.
 
 A run reads everything at one revision, plans, and writes the plan in batches of at most
 128 operations (etcd's default --max-txn-ops). Every batch compares the cluster guard's mod
@@ -37,10 +40,11 @@ range both plan without the other, and only the first claim written lands; the o
 re-plans, sees the first cluster and reports the conflict.
 
 Batch contents keep the store consistent whatever batch a run dies after:
-- the record goes first, so that a run's leases always belong to a recorded cluster;
-- a node's key goes with the node's lease changes (added or dropped with them), so a lease
-  of a node in the spec always comes with the node's addresses; only the index of nodes
-  that merely moved in the spec may be stale after an interruption (order, not content);
+- the record and then the node pages go first, so that a run's leases always belong to a
+  recorded cluster and a lease of a node in the spec always comes with the node's addresses
+  (a node that leaves may lose its entry before its lease: read, that is a kept node, and
+  the next run completes). When the pages take more than one batch, a node may be named by
+  a new page and an old one not yet deleted: the page written last wins;
 - a node's deletes, creates and the history of the CIDRs it frees share a batch, and so do
   all nodes a CIDR moves between (it is freed in the batch that hands it out again), so no
   node is half-applied, no CIDR is held twice and no freed CIDR loses its history.
@@ -58,13 +62,15 @@ import random
 import threading
 import time
 import weakref
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from ipam.allocation import Lease, Released
 from ipam.errors import InvalidInput, StoreConflict, StoreError, StoreUnavailable
+from ipam.gcpause import gc_paused
 from ipam.net import parse_address, parse_cidr
 from ipam.store.base import (
     ClusterRecord,
@@ -76,7 +82,13 @@ from ipam.store.base import (
     Snapshot,
     Store,
 )
-from ipam.store.codec import lease_from_json, lease_to_json, record_from_json, record_to_json
+from ipam.store.codec import (
+    _quote,
+    lease_from_json,
+    lease_to_json,
+    record_from_json,
+    record_to_json,
+)
 
 # gRPC's C core logs failed TLS handshakes and the like to stderr, around the one error line
 # netplan prints; the same failures reach us as exceptions. Read when grpc is first imported.
@@ -101,6 +113,10 @@ BATCH_OPS = MAX_TXN_OPS - 2
 # Races lost in a row (none of our batches landing in between) before a run gives up.
 MAX_CONFLICTS = 50
 PAGE = 2000  # keys per range request: responses stay well below gRPC's 4 MiB limit
+# Node pages (see the top): a page starts at a node whose name's CRC-32 is 0 modulo
+# PAGE_NODES, about 64 nodes (6 KiB) a page, and after PAGE_MAX nodes at the latest.
+PAGE_NODES = 64
+PAGE_MAX = 512
 # A fresh channel per reconnect, retried quickly: the default backoff grows to minutes.
 GRPC_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200),
                 ("grpc.max_reconnect_backoff_ms", 1000)]
@@ -283,8 +299,9 @@ class _Meta:
     global_guard: int = 0  # mod revision of <prefix>/_guard, 0 while absent
     guards: dict[str, int] = field(default_factory=dict)  # cluster -> guard mod revision
     records: dict[str, bytes] = field(default_factory=dict)  # cluster -> stored record JSON
-    # cluster -> {node: (its stored node key value, its stored addresses)}
-    nodes: dict[str, dict[str, tuple[bytes, tuple[str, ...]]]] = field(default_factory=dict)
+    pages: dict[str, dict[str, bytes]] = field(default_factory=dict)  # cluster -> key -> value
+    # cluster -> node -> its stored addresses (what a new address claims beyond)
+    addresses: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
     lease_keys: dict[Lease, str] = field(default_factory=dict)
     # cluster -> {(pool, node): (the lease as tied to an etcd lease, its ttl key)}
     ttl: dict[str, dict[tuple[str, str], tuple[Lease, str]]] = field(default_factory=dict)
@@ -299,31 +316,61 @@ class _Lost(Exception):
         self.progress = progress  # some earlier batch of the run landed
 
 
-def _split(record: ClusterRecord) -> tuple[ClusterRecord, dict[str, str]] | None:
-    """(the record without hosts and router ids, node -> its node key's value), or None
-    when reading the node keys back would not give the same record (see the top)."""
+class _Page(NamedTuple):
+    value: str  # the page's JSON: {node: {"addresses": [...], "index": i, "routerId": ...}}
+    addresses: dict[str, frozenset[str]]  # node -> its addresses, as stored
+
+
+def _split(record: ClusterRecord) -> tuple[ClusterRecord, dict[str, _Page]] | None:
+    """(the record without hosts and router ids, its node pages by first node), or None
+    when reading the pages back would not give the same record (see the top)."""
     order = list(dict.fromkeys([n for n, _ in record.router_ids] + [n for n, _ in record.hosts]))
     addresses: dict[str, list] = {n: [] for n in order}
     for node, addr in record.hosts:
         addresses[node].append(addr)
     router_ids = dict(record.router_ids)
-    hosts = tuple((n, a) for n in order for a in addresses[n])
-    if (len(router_ids) != len(record.router_ids) or hosts != record.hosts
+    if (len(router_ids) != len(record.router_ids)
+            or tuple((n, a) for n in order for a in addresses[n]) != record.hosts
             or tuple((n, router_ids[n]) for n in order if n in router_ids)
             != record.router_ids):
         return None
-    values = {n: json.dumps({"addresses": [str(a) for a in addresses[n]], "index": i,
-                             "routerId": str(router_ids[n]) if n in router_ids else None},
-                            sort_keys=True)
-              for i, n in enumerate(order)}
-    return replace(record, hosts=(), router_ids=()), values
+    index = {n: i for i, n in enumerate(order)}
+    pages: dict[str, _Page] = {}
+    page: list[str] = []
+
+    def close() -> None:
+        entries, texts = [], {}
+        for n in page:
+            # Addresses print as digits, dots and colons: quoted as they are.
+            quoted = [f'"{a}"' for a in addresses[n]]
+            texts[n] = [q[1:-1] for q in quoted]
+            rid = router_ids.get(n)
+            # The router id is most often the node's first address: its text is known.
+            rid_text = ("null" if rid is None else
+                        quoted[0] if quoted and rid == addresses[n][0] else f'"{rid}"')
+            entries.append(f'{_quote(n)}: {{"addresses": [{", ".join(quoted)}], '
+                           f'"index": {index[n]}, "routerId": {rid_text}}}')
+        # json.dumps(..., sort_keys=True) byte for byte (names in page are in sorted order),
+        # spelled out as codec.lease_to_json is: it runs for every node of a cluster.
+        pages[page[0]] = _Page("{" + ", ".join(entries) + "}",
+                               {n: frozenset(t) for n, t in texts.items()})
+        page.clear()
+
+    for node in sorted(order):
+        if page and (len(page) >= PAGE_MAX or zlib.crc32(node.encode()) % PAGE_NODES == 0):
+            close()
+        page.append(node)
+    if page:
+        close()
+    return replace(record, hosts=(), router_ids=()), pages
 
 
-def _join(record: ClusterRecord, nodes: dict[str, tuple[int, list, object]]) -> ClusterRecord:
-    """The record with the hosts and router ids of its node keys: node -> (index,
-    addresses, router id or None)."""
+def _join(record: ClusterRecord, nodes: dict[str, tuple[int, list, object, int]]
+          ) -> ClusterRecord:
+    """The record with the hosts and router ids of its node pages: node -> (index,
+    addresses, router id or None, the page's mod revision)."""
     if record.hosts or record.router_ids or not nodes:
-        return record  # stored whole: node keys, if any, are stale
+        return record  # stored whole: node pages, if any, are stale
     order = sorted(nodes, key=lambda n: (nodes[n][0], n))
     return replace(record,
                    hosts=tuple((n, a) for n in order for a in nodes[n][1]),
@@ -382,9 +429,13 @@ class EtcdStore(Store):
 
     def _read(self) -> tuple[Snapshot, _Meta]:
         revision, kvs = self._range(self.root)
+        with gc_paused():
+            return self._parse(revision, kvs)
+
+    def _parse(self, revision: int, kvs: list) -> tuple[Snapshot, _Meta]:
         meta = _Meta(revision)
         records = {}
-        nodes: dict[str, dict[str, tuple[int, list, object]]] = {}
+        nodes: dict[str, dict[str, tuple[int, list, object, int]]] = {}
         leases: dict[str, list[Lease]] = {}
         history: dict[str, dict[tuple[str, object], Released]] = {}
         for kv in kvs:
@@ -400,14 +451,18 @@ class EtcdStore(Store):
                     records[cluster] = record_from_json(kv.value)
                     meta.records[cluster] = kv.value
                 elif kind == "nodes":
-                    node = rest[len("nodes/"):]
-                    data = json.loads(kv.value)
-                    rid = data["routerId"]
-                    nodes.setdefault(cluster, {})[node] = (
-                        int(data["index"]), [parse_address(a) for a in data["addresses"]],
-                        None if rid is None else parse_address(rid))
-                    meta.nodes.setdefault(cluster, {})[node] = (
-                        kv.value, tuple(data["addresses"]))
+                    meta.pages.setdefault(cluster, {})[key] = kv.value
+                    # Two pages name a node only after an interrupted run: the newer wins.
+                    stored = nodes.setdefault(cluster, {})
+                    for node, data in json.loads(kv.value).items():
+                        if node in stored and stored[node][3] > kv.mod_revision:
+                            continue
+                        rid = data["routerId"]
+                        stored[node] = (
+                            int(data["index"]), [parse_address(a) for a in data["addresses"]],
+                            None if rid is None else parse_address(rid), kv.mod_revision)
+                        meta.addresses.setdefault(cluster, {})[node] = frozenset(
+                            data["addresses"])
                 elif kind == "leases":
                     lease = lease_from_json(kv.value)
                     leases.setdefault(cluster, []).append(lease)
@@ -491,7 +546,9 @@ class EtcdStore(Store):
                 raise _Lost(progress=False)
             return
         expected_global = meta.global_guard
-        for i, (claims, ops) in enumerate(self._batches(write, meta, t)):
+        with gc_paused():
+            batches = self._batches(write, meta, t)
+        for i, (claims, ops) in enumerate(batches):
             compare = [t.mod(guard) == expected]
             if claims:
                 compare.append(t.mod(self.root + "_guard") == expected_global)
@@ -503,21 +560,22 @@ class EtcdStore(Store):
             if claims:
                 expected_global = revision
 
-    def _node_ops(self, cluster: str, values: dict[str, str], meta: _Meta,
-                  t: pyetcd.Transactions) -> dict[str, tuple[list, bool]]:
-        """node -> (the operations bringing its node key to values[node], whether they
-        claim an address the node did not have), for every node whose key changes."""
-        stored = meta.nodes.get(cluster, {})
-        changes: dict[str, tuple[list, bool]] = {}
-        for node, value in values.items():
-            old = stored.get(node)
-            if old is None or old[0] != value.encode():
-                new_addresses = json.loads(value)["addresses"]
-                claims = old is None or not set(new_addresses) <= set(old[1])
-                changes[node] = ([t.put(self._key(cluster, "nodes", node), value)], claims)
-        for node in stored.keys() - values.keys():  # left the record: its key goes
-            changes[node] = ([t.delete(self._key(cluster, "nodes", node))], False)
-        return changes
+    def _page_ops(self, cluster: str, pages: dict[str, _Page], meta: _Meta,
+                  t: pyetcd.Transactions) -> list[tuple[list, bool]]:
+        """The operations bringing the stored node pages to `pages`, a page at a time:
+        (its operations, whether they claim an address its nodes did not have)."""
+        stored = meta.pages.get(cluster, {})
+        had = meta.addresses.get(cluster, {})
+        units: list[tuple[list, bool]] = []
+        for first, page in pages.items():
+            key = self._key(cluster, "nodes", first)
+            if stored.get(key) != page.value.encode():
+                claims = any(not new <= had.get(node, frozenset())
+                             for node, new in page.addresses.items())
+                units.append(([t.put(key, page.value)], claims))
+        keys = {self._key(cluster, "nodes", first) for first in pages}
+        units += [([t.delete(key)], False) for key in sorted(stored.keys() - keys)]
+        return units
 
     def _batches(self, write: ClusterWrite, meta: _Meta,
                  t: pyetcd.Transactions) -> list[tuple[bool, list]]:
@@ -527,20 +585,28 @@ class EtcdStore(Store):
         cluster = write.cluster
         tied = meta.ttl.get(cluster, {})
         split = _split(write.record)
-        small, values = split if split is not None else (write.record, {})
-        node_ops = self._node_ops(cluster, values, meta, t)
-        head: list = []
+        small, pages = split if split is not None else (write.record, {})
+        # (nodes, their operations, whether these claim ranges), written in this order:
+        # the record and the node pages first, so that a lease always has its node's entry.
+        groups: list[tuple[list[str], list, bool]] = []
         record = record_to_json(small)
         if meta.records.get(cluster) != record.encode():
-            head = [t.put(self._key(cluster, "record"), record)]
-        # (nodes, their operations, whether these claim an address)
-        groups: list[tuple[list[str], list, bool]] = []
+            groups.append(([], [t.put(self._key(cluster, "record"), record)], True))
+        groups += [([], ops, claims) for ops, claims in self._page_ops(cluster, pages, meta, t)]
         # History of TTL leases etcd expired: written, and their ttl keys dropped.
         for entry, key in meta.expired.get(cluster, ()):
             groups.append(([], [t.put(self._released_key(entry), _released_json(entry)),
                                 t.delete(key)], False))
 
-        # Union-find over nodes: a node joins every node that takes a CIDR it frees.
+        deletes: dict[str, list[Lease]] = {}
+        creates: dict[str, list[Lease]] = {}
+        for x in write.delete:
+            deletes.setdefault(x.node, []).append(x)
+        for x in write.create:
+            creates.setdefault(x.node, []).append(x)
+
+        # Union-find over the nodes a CIDR moves between: a node joins every node that takes
+        # a CIDR it frees. Every other node is a group of its own.
         parent: dict[str, str] = {}
 
         def find(node: str) -> str:
@@ -551,30 +617,20 @@ class EtcdStore(Store):
             return node
 
         freed_by = {(x.pool, x.cidr): x.node for x in write.delete}
-        for x in write.delete:
-            find(x.node)
         for x in write.create:
             other = freed_by.get((x.pool, x.cidr))
-            parent[find(x.node)] = find(other if other is not None else x.node)
+            if other is not None:
+                parent[find(x.node)] = find(other)
         members: dict[str, list[str]] = {}
-        for node in sorted(parent):
-            members.setdefault(find(node), []).append(node)
+        for node in sorted(deletes.keys() | creates.keys()):
+            members.setdefault(find(node) if node in parent else node, []).append(node)
 
-        deletes: dict[str, list[Lease]] = {}
-        creates: dict[str, list[Lease]] = {}
-        for x in write.delete:
-            deletes.setdefault(x.node, []).append(x)
-        for x in write.create:
-            creates.setdefault(x.node, []).append(x)
         history = {(x.pool, x.cidr): x for x in write.released}
         for nodes in members.values():
             ops: list = []
-            claims = False
             for node in nodes:
-                own, claim = node_ops.pop(node, ([], False))
-                ops += own
-                claims |= claim
-                put_keys = {self._lease_key(x) for x in creates.get(node, ())}
+                puts = [(self._lease_key(x), x) for x in creates.get(node, ())]
+                put_keys = {key for key, _ in puts}
                 for x in deletes.get(node, ()):
                     key = meta.lease_keys.get(x, self._lease_key(x))
                     # etcd refuses a delete and a put of one key in a transaction: the put
@@ -586,17 +642,14 @@ class EtcdStore(Store):
                     entry = history.pop((x.pool, x.cidr), None)
                     if entry is not None:
                         ops.append(t.put(self._released_key(entry), _released_json(entry)))
-                for x in creates.get(node, ()):
-                    ops.append(t.put(self._lease_key(x), lease_to_json(x)))
-            groups.append((nodes, ops, claims))
-        # Nodes whose key alone changes (addresses, router id, place in the spec, removal).
-        groups += [([node], ops, claims) for node, (ops, claims) in sorted(node_ops.items())]
+                ops += [t.put(key, lease_to_json(x)) for key, x in puts]
+            groups.append((nodes, ops, False))
         # History without a lease deleted in this write: no node to go with, any batch will do.
         groups += [([], [t.put(self._released_key(e), _released_json(e))], False)
                    for e in history.values()]
 
-        batches: list[tuple[bool, list]] = [(True, head)] if head else []
-        room = BATCH_OPS - len(head) if head else 0
+        batches: list[tuple[bool, list]] = []
+        room = 0
         for nodes, ops, claims in groups:
             if len(ops) > BATCH_OPS:
                 raise StoreError(

@@ -1,4 +1,4 @@
-"""The record's layout in etcd: small record key, one key per node; a cluster of tens of
+"""The record's layout in etcd: small record key, nodes in pages; a cluster of tens of
 thousands of nodes on an etcd with its default limits (1.5 MiB request, 4 MiB reply)."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
+import zlib
 
 import yaml
 from pyetcd.utils import prefix_range_end
@@ -29,33 +30,39 @@ def _keys(etcd, prefix: str) -> dict[str, bytes]:
             start = resp.kvs[-1].key + b"\0"
 
 
-def test_node_keys_follow_the_spec_and_leave_with_their_nodes(etcd, tmp_path):
+def _pages(etcd, cluster: str) -> dict[str, dict]:
+    return {k.rsplit("/", 1)[1]: json.loads(v)
+            for k, v in _keys(etcd, f"/netplan/{cluster}/nodes/").items()}
+
+
+def test_node_pages_follow_the_spec_and_leave_with_their_nodes(etcd, tmp_path):
     spec = write_spec(tmp_path / "s.yaml", "demo", ["b", "a", "c"])
     assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
     record = json.loads(_keys(etcd, "/netplan/demo/record")["/netplan/demo/record"])
     assert record["hosts"] == [] and record["routerIds"] == []
-    nodes = {k.rsplit("/", 1)[1]: json.loads(v)
-             for k, v in _keys(etcd, "/netplan/demo/nodes/").items()}
-    assert nodes == {
+    # Three nodes, no page boundary among b and c (their CRC-32s are not 0 modulo 64):
+    # one page, named after its first node in name order.
+    assert all(zlib.crc32(n.encode()) % 64 for n in "bc")
+    assert _pages(etcd, "demo") == {"a": {
         "b": {"addresses": ["172.16.0.1"], "index": 0, "routerId": "172.16.0.1"},
         "a": {"addresses": ["172.16.0.2"], "index": 1, "routerId": "172.16.0.2"},
         "c": {"addresses": ["172.16.0.3"], "index": 2, "routerId": "172.16.0.3"},
-    }
+    }}
     r = netplan("show", "--store", etcd.url, "--cluster", "demo", "-o", "json")
     assert [n["name"] for n in json.loads(r.stdout)["nodes"]] == ["b", "a", "c"], r.stderr
 
-    # b leaves: its key goes with its lease; a and c move up in the spec.
-    spec = write_spec(tmp_path / "s.yaml", "demo", ["a", "c"])
+    # a, the page's first node, leaves: the page is renamed after c; b moves up the spec.
+    spec = write_spec(tmp_path / "s.yaml", "demo", ["c", "b"])
     assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
     keys = _keys(etcd, "/netplan/demo/")
     assert sorted(k for k in keys if "/nodes/" in k or "/leases/" in k) == [
-        "/netplan/demo/leases/pods-v4/a", "/netplan/demo/leases/pods-v4/c",
-        "/netplan/demo/nodes/a", "/netplan/demo/nodes/c"]
-    assert json.loads(keys["/netplan/demo/nodes/c"])["index"] == 1
+        "/netplan/demo/leases/pods-v4/b", "/netplan/demo/leases/pods-v4/c",
+        "/netplan/demo/nodes/b"]
+    assert {n: e["index"] for n, e in _pages(etcd, "demo")["b"].items()} == {"c": 0, "b": 1}
     assert netplan("check", "--store", etcd.url).returncode == 0
 
     # A record stored whole (by an older netplan) reads the same, and the next write moves
-    # its hosts to node keys.
+    # its hosts to node pages.
     store = open_store(etcd.url, StoreOptions())
     before = store.snapshot().clusters["demo"].record
     with etcd.client() as client:
@@ -63,9 +70,31 @@ def test_node_keys_follow_the_spec_and_leave_with_their_nodes(etcd, tmp_path):
         client.put("/netplan/demo/record", record_to_json(before))
     assert store.snapshot().clusters["demo"].record == before
     assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
-    assert len(_keys(etcd, "/netplan/demo/nodes/")) == 2
+    assert list(_pages(etcd, "demo")) == ["b"]
     assert store.snapshot().clusters["demo"].record == before
     store.close()
+
+
+def test_a_node_that_joins_rewrites_its_own_page_only(etcd, tmp_path):
+    names = [f"node-{i:04d}" for i in range(1000)]
+    spec = write_spec(tmp_path / "s.yaml", "demo", names)
+    assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
+    before = {k: v for k, v in _keys(etcd, "/netplan/demo/nodes/").items()}
+    sizes = [len(json.loads(v)) for v in before.values()]
+    assert sum(sizes) == 1000 and 5 <= len(sizes) <= 50, sizes
+    starts = sorted(n for n in names if zlib.crc32(n.encode()) % 64 == 0)
+    assert sorted(k.rsplit("/", 1)[1] for k in before) == sorted({names[0], *starts})
+
+    # A node that sorts among the others, but last in the spec: only the page holding it
+    # changes, every other page stays byte for byte (node, index and addresses alike).
+    joining = "node-0500a"
+    assert zlib.crc32(joining.encode()) % 64  # joins a page, starts none
+    spec = write_spec(tmp_path / "s.yaml", "demo", [*names, joining])
+    assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
+    after = _keys(etcd, "/netplan/demo/nodes/")
+    changed = [k for k in after if after[k] != before.get(k)]
+    assert len(changed) == 1 and joining in json.loads(after[changed[0]])
+    assert after.keys() == before.keys()
 
 
 def test_a_new_nodes_address_goes_through_the_global_guard(etcd, tmp_path):
@@ -118,11 +147,13 @@ def test_a_cluster_of_30000_nodes_on_a_default_etcd(etcd, tmp_path):
 
     keys = _keys(etcd, "/netplan/big/")
     record = keys["/netplan/big/record"]
+    pages = [json.loads(v) for k, v in keys.items() if "/nodes/" in k]
     node_bytes = sum(len(v) for k, v in keys.items() if "/nodes/" in k)
     assert len(record) < 1024
-    assert sum("/nodes/" in k for k in keys) == NODES
+    assert sum(len(p) for p in pages) == NODES and max(len(p) for p in pages) <= 512
     print(f"\n{NODES} nodes on a default etcd: allocate {allocated:.1f}s, show {shown:.1f}s; "
-          f"record key {len(record)} bytes, node keys {node_bytes / 2**20:.2f} MiB in all "
+          f"record key {len(record)} bytes, {len(pages)} node pages {node_bytes / 2**20:.2f} "
+          "MiB in all "
           f"(one record would be {len(record_to_json(_whole(etcd))) / 2**20:.2f} MiB)")
 
 
