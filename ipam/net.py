@@ -1,13 +1,15 @@
 """Immutable, normalised IP values the core computes with: an integer and a family.
 
-netaddr parses and prints; everything in between is integer arithmetic, which keeps the
-allocator fast and keeps the test oracle (the standard library's `ipaddress`) independent.
-The values are named tuples: immutable, ordered field by field, and several times cheaper
-to create than frozen dataclasses, which matters at 65,536 node CIDRs a plan.
+netaddr parses (plain IPv4 goes through the C library's inet_pton) and prints; everything in
+between is integer arithmetic, which keeps the allocator fast and keeps the test oracle (the
+standard library's `ipaddress`) independent. The values are named tuples: immutable, ordered
+field by field, and several times cheaper to create than frozen dataclasses, which matters at
+65,536 node CIDRs a plan.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import NamedTuple
 
 import netaddr
@@ -91,15 +93,13 @@ class Cidr(NamedTuple):
 
 def _parse_ip(text: str) -> tuple[int, int]:
     """(version, value) of an address in its one canonical spelling."""
-    parts = text.split(".")
-    # The common case, plain dotted IPv4, by hand; anything unusual goes to netaddr.
-    if len(parts) == 4 and all(
-        p.isascii() and p.isdecimal() and len(p) <= 3 and (p == "0" or p[0] != "0")
-        and int(p) <= 255
-        for p in parts
-    ):
-        a, b, c, d = (int(p) for p in parts)
-        return 4, (a << 24) | (b << 16) | (c << 8) | d
+    # The common case, plain dotted IPv4, through the C library's inet_pton: as strict as
+    # netaddr's INET_PTON below (four decimal parts, no leading zeros), ten times faster.
+    if ":" not in text:
+        try:
+            return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+        except (OSError, UnicodeError, ValueError):
+            pass  # netaddr says what is wrong
     # INET_PTON: no "10.1" or "010.0.0.1" shorthands, which would silently mean something else.
     ip = netaddr.IPAddress(text, flags=netaddr.INET_PTON)
     return ip.version, int(ip)

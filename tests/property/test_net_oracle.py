@@ -3,10 +3,10 @@
 import ipaddress
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from ipam.net import parse_address, parse_cidr
+from ipam.net import Address, parse_address, parse_cidr
 
 
 @given(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
@@ -42,3 +42,19 @@ def test_cidrs_round_trip_or_name_the_host_bits(ip, prefixlen):
 def test_non_canonical_addresses_are_refused(text):
     with pytest.raises(ValueError):
         parse_address(text)
+
+
+@given(st.lists(st.one_of(st.integers(0, 255).map(str), st.integers(256, 999).map(str),
+                          st.from_regex(r"\A0[0-9]{1,2}\Z"), st.text("0123456789x.-+")),
+                min_size=3, max_size=5).map(".".join))
+@example("10.0.0.1")
+@example(" 10.0.0.1\n")  # spaces around an address are stripped first
+@example("10.0.0.1\0")
+def test_dotted_text_is_taken_exactly_when_ipaddress_takes_it(text):
+    try:
+        expected = int(ipaddress.IPv4Address(text.strip()))
+    except ValueError:
+        with pytest.raises(ValueError):
+            parse_address(text)
+        return
+    assert parse_address(text) == Address(4, expected)
