@@ -109,11 +109,14 @@ class PoolMap:
         return next((r for r in self.reserved_ranges if r.overlaps(cidr)), None)
 
     def remember_release(self, cidr: Cidr, seq: int) -> None:
-        """History from the store: cidr was handed out and freed at release sequence seq."""
+        """cidr was handed out and freed at release sequence seq (history from the store, or
+        a lease this plan frees). A CIDR freed again counts from its latest release."""
         slot = self.pool.slot_of(cidr)
-        if slot is None or self._slots[slot : slot + 1] != FRESH:
+        if slot is None:
             return
-        self._mark_released(slot, seq)
+        state = self._slots[slot : slot + 1]
+        if state == FRESH or (state == RELEASED and seq > self._release_seq[slot]):
+            self._mark_released(slot, seq)
 
     def occupy(self, cidr: Cidr, node: str) -> None:
         """Lease a given node CIDR (a stored lease or a pinned CIDR)."""

@@ -104,6 +104,19 @@ def test_history_from_the_store_orders_reuse(family):
 
 
 @pytest.mark.parametrize("family", ["v4", "v6"])
+def test_a_cidr_freed_again_counts_from_its_latest_release(family):
+    # a was freed at 1 and b at 2; a was handed out again and its node leaves now (seq 3):
+    # b is the older release and is reused first (found by the allocation state machine).
+    small = tiny(family, 2)
+    a, b = small.cidr_at(0), small.cidr_at(1)
+    history = [Released("c", small.name, a, 1), Released("c", small.name, b, 2)]
+    stored = [Lease("c", small.name, "old", a)]
+    alloc = plan_allocation("c", [small], (), ["new"], {}, stored, history, 3)
+    assert [lease.cidr for lease in alloc.leases] == [b]
+    assert alloc.released == (Released("c", small.name, a, 3),)
+
+
+@pytest.mark.parametrize("family", ["v4", "v6"])
 def test_pinned_cidrs_are_taken_before_anyone_else(family):
     p = pool(family)
     pin = C(nth(family, 0))
