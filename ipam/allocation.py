@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from ipam.errors import PinConflict, PoolExhausted
 from ipam.net import Cidr
-from ipam.pool import LEASED, Pool, PoolMap, RESERVED
+from ipam.pool import FRESH, LEASED, RELEASED, RESERVED, Pool, PoolMap
 
 
 class Lease(NamedTuple):
@@ -126,7 +126,7 @@ def _plan_pool(cluster, pool, pmap, nodes, pins, stored, seq, keep_removed,
         if lease.node not in wanted and not keep_removed:
             to_free.append(lease)
             changes.append(Change("release", lease.node, pool.name, lease.cidr, "node removed"))
-        elif lease.node in holder or not pmap.fits(lease.cidr) or pmap.state(lease.cidr) == LEASED:
+        elif lease.node in holder or pmap.state(lease.cidr) not in (FRESH, RELEASED):
             to_free.append(lease)
             changes.append(Change("release", lease.node, pool.name, lease.cidr,
                                   "no longer fits the pool"))

@@ -12,7 +12,7 @@ import heapq
 from dataclasses import dataclass
 
 from ipam.errors import InvalidInput, PinConflict
-from ipam.net import Cidr
+from ipam.net import BITS, Cidr
 
 # The widest pool the bitmap carries (2**24 node CIDRs, 16 MiB); IPv6 is held to Kubernetes'
 # 16 bits by validation, IPv4 /8 pools with /32 nodes still fit.
@@ -56,9 +56,13 @@ class Pool:
 
     def slot_of(self, cidr: Cidr) -> int | None:
         """The index of a node CIDR of this pool, or None if cidr is not one."""
-        if cidr.prefixlen != self.node_mask or not self.cidr.contains(cidr):
+        version, value, prefixlen = cidr
+        pool_version, pool_value, pool_prefixlen = self.cidr
+        if prefixlen != self.node_mask or version != pool_version:
             return None
-        return (cidr.value - self.cidr.value) >> (cidr.bits - self.node_mask)
+        # A CIDR has no host bits: below the pool the slot is negative, above it too high.
+        slot = (value - pool_value) >> (BITS[version] - prefixlen)
+        return slot if 0 <= slot < 1 << (prefixlen - pool_prefixlen) else None
 
     def cidr_at(self, slot: int) -> Cidr:
         return self.cidr.subnet(self.node_mask, slot)
