@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from bgp.model import network_text
 from bgp.rib import Diff, Route
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ def peer(address: object, state: str) -> dict:
 
 
 def announced(diff: Diff) -> dict:
-    return {"announced": {"add": [str(p) for p in diff.added],
-                          "del": [str(p) for p in diff.deleted]}}
+    return {"announced": {"add": [network_text(p) for p in diff.added],
+                          "del": [network_text(p) for p in diff.deleted]}}
 
 
 def _route(route: Route) -> list[str]:

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 
-from bgp.model import Address, Network
+from bgp.model import Address, Network, network_text
 
 # Prefixes per command line: a line of 500 IPv6 /64s is about 13 KB, far below ExaBGP's
 # 1 MiB limit, and large enough that ExaBGP spends its time on routes, not on lines.
@@ -51,10 +51,10 @@ def _lines(
     for prefix in prefixes:
         chunk.append(prefix)
         if len(chunk) == batch:
-            yield head + " ".join(map(str, chunk)), chunk
+            yield head + " ".join(map(network_text, chunk)), chunk
             chunk = []
     if chunk:
-        yield head + " ".join(map(str, chunk)), chunk
+        yield head + " ".join(map(network_text, chunk)), chunk
 
 
 def announce(
