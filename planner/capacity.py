@@ -23,17 +23,21 @@ from __future__ import annotations
 import bisect
 import math
 import re
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from ipam.conflicts import POOL, Claim, forbidden
 from ipam.errors import InvalidInput
 from ipam.net import Cidr, parse_cidr
 from ipam.pool import IPV6_MAX_WIDTH, MAX_SLOT_BITS, Pool
 from ipam.store.base import Snapshot
-from planner.plan import PRIVATE_RANGES, Plan, record_claims
 from planner.spec import Spec
+
+# rich and the planner are imported where used: the CLI imports this module for its defaults
+# below, and a command that never forecasts (`netplan speaker`) should not pay for them.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from planner.plan import Plan
 
 KUBELET_MAX_PODS = 110
 DEFAULT_HORIZON_MONTHS = 24
@@ -144,6 +148,8 @@ def _impossible(kind: str, why: str) -> dict:
 
 def _bigger_pool(pool: Pool, field: str, target: int, reserved, space: _Space,
                  pods: int) -> dict:
+    from planner.plan import PRIVATE_RANGES
+
     kind = "bigger pool"
     c = pool.cidr
     for prefixlen in range(c.prefixlen - 1, -1, -1):
@@ -190,6 +196,8 @@ def _smaller_node_cidrs(pool: Pool, field: str, target: int, reserved, max_pods:
 
 
 def _new_pool(pool: Pool, field: str, target: int, space: _Space, pods: int) -> dict:
+    from planner.plan import PRIVATE_RANGES
+
     kind = "new pool"
     c = pool.cidr
     bits = max(0, math.ceil(math.log2(target)))
@@ -214,6 +222,8 @@ def _new_pool(pool: Pool, field: str, target: int, space: _Space, pods: int) -> 
 def forecast(spec: Spec, plan: Plan, snapshot: Snapshot, growth: float,
              horizon: int = DEFAULT_HORIZON_MONTHS, max_pods: int = KUBELET_MAX_PODS) -> dict:
     """The `capacity -o json` object; growth in nodes a month."""
+    from planner.plan import record_claims
+
     claims = list(record_claims(plan.record))
     for name, state in snapshot.clusters.items():
         if name != plan.cluster and state.record is not None:
@@ -263,6 +273,8 @@ def forecast(spec: Spec, plan: Plan, snapshot: Snapshot, growth: float,
 
 
 def capacity_table(data: dict, console: Console) -> None:
+    from rich.table import Table
+
     months = data["monthsLeft"]
     when = ("never, at no growth" if months is None
             else f"in {months:g} months at {data['growthPerMonth']:g} nodes a month")

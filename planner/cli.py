@@ -11,27 +11,28 @@ import sys
 from enum import Enum
 from typing import Annotated
 
+from functools import cache
+from typing import TYPE_CHECKING
+
 import typer
-from rich.console import Console
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer's own click
 
 from ipam.errors import InvalidInput, NetplanError
 from ipam.store import ClusterWrite, Store, StoreOptions, open_store
 from ipam.store.base import Snapshot
-from planner.release import release_write
 from planner.routing import topology_of, topology_summary
 from bgp import render_bird, render_exabgp
 from planner.files import write_private
-from planner import interop, pictures, report, svgmap
 from planner import speaker_cli
-from planner.audit import audit
-from planner.capacity import (DEFAULT_HORIZON_MONTHS, KUBELET_MAX_PODS, capacity_table,
-                              forecast, parse_growth)
-from planner.plan import Plan, build_plan
-from planner.progress import working
-from planner.schema import spec_schema
+from planner.capacity import DEFAULT_HORIZON_MONTHS, KUBELET_MAX_PODS
 from planner.spec import load_spec_file
-from planner.starter import starter_spec
+
+# What only some commands use is imported by them: rich, the planner, the reports and
+# pictures cost a `netplan speaker` (a node's restart) about 40 ms, and it needs none of it.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from planner.plan import Plan
 
 app = typer.Typer(
     name="netplan",
@@ -44,9 +45,19 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-# Piped output is not cut to 80 columns: tables of addresses stay whole for grep and less.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+@cache
+def _out() -> Console:
+    from rich.console import Console
+
+    # Piped output is not cut to 80 columns: tables of addresses stay whole for grep and less.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+@cache
+def _err() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Output(str, Enum):
@@ -106,7 +117,7 @@ def _global(
 
 def _warn(messages) -> None:
     for m in messages:
-        err.print(f"warning: {m}", markup=False)
+        _err().print(f"warning: {m}", markup=False)
 
 
 @app.command()
@@ -118,12 +129,18 @@ def init(
 
     Example: `netplan init --preset calico > netplan.yaml`
     """
+    from planner.starter import starter_spec
+
     sys.stdout.write(starter_spec(preset.value))
 
 
 def _plan_command(spec_path: str, store_url: str, output: Output, keep_removed: bool,
                   apply: bool) -> None:
-    with working(err, "reading the spec", quiet=output is not Output.table) as phase:
+    from planner import report
+    from planner.plan import build_plan
+    from planner.progress import working
+
+    with working(_err(), "reading the spec", quiet=output is not Output.table) as phase:
         spec = load_spec_file(spec_path)
         phase(f"planning {len(spec.nodes):,} nodes")
         with _store(store_url) as store:
@@ -145,9 +162,9 @@ def _plan_command(spec_path: str, store_url: str, output: Output, keep_removed: 
         _warn(data.pop("warnings"))
         data["warnings"] = []
         title = " — allocated" if apply else " — plan (nothing written)"
-        report.plan_table(data, out, title)
+        report.plan_table(data, _out(), title)
     else:
-        report.emit(data, output.value, out, report.plan_table)
+        report.emit(data, output.value, _out(), report.plan_table)
 
 
 @app.command()
@@ -192,16 +209,18 @@ def show(
 
     Example: `netplan show --cluster demo -o json`
     """
+    from planner import report
+
     with _store(store) as s:
         snapshot = s.snapshot()
     if cluster is not None:
         if cluster not in snapshot.clusters:
             raise InvalidInput("--cluster", cluster, "is not a cluster of the store")
         data = report.cluster_dict(cluster, snapshot.clusters[cluster])
-        report.emit(data, output.value, out, report.plan_table)
+        report.emit(data, output.value, _out(), report.plan_table)
         return
     data = {"clusters": [report.cluster_dict(n, st) for n, st in snapshot.clusters.items()]}
-    report.emit(data, output.value, out, report.clusters_table)
+    report.emit(data, output.value, _out(), report.clusters_table)
 
 
 @app.command()
@@ -217,6 +236,8 @@ def release(
 
     Example: `netplan release --cluster demo node-c`
     """
+    from planner.release import release_write
+
     nodes = nodes or []
     if all_ and nodes:
         raise InvalidInput("NODE", nodes[0], "cannot be given with --all")
@@ -229,9 +250,9 @@ def release(
         freed, missing = s.update(lambda snap: release_write(snap, cluster, nodes, all_))
     _warn(f"node {n} holds no lease in cluster {cluster}" for n in missing)
     for lease in freed:
-        out.print(f"released {lease.node} {lease.pool} {lease.cidr}", markup=False)
+        _out().print(f"released {lease.node} {lease.pool} {lease.cidr}", markup=False)
     if all_:
-        out.print(f"forgot cluster {cluster}", markup=False)
+        _out().print(f"forgot cluster {cluster}", markup=False)
 
 
 class TopologyFormat(str, Enum):
@@ -273,20 +294,23 @@ def topology(
 
     Example: `netplan topology -f netplan.yaml -o svg > bgp.svg`
     """
-    with working(err, "reading the spec", quiet=output is not TopologyFormat.table) as phase:
+    from planner import pictures, report
+    from planner.progress import working
+
+    with working(_err(), "reading the spec", quiet=output is not TopologyFormat.table) as phase:
         spec = load_spec_file(file)
         phase(f"planning the BGP sessions of {len(spec.nodes):,} nodes")
         topo = topology_of(spec)
     if output is TopologyFormat.json:
-        out.file.write(topo.to_json() + "\n")
+        _out().file.write(topo.to_json() + "\n")
     elif output is TopologyFormat.dot:
-        out.file.write(topo.to_dot())
+        _out().file.write(topo.to_dot())
     elif output is TopologyFormat.svg:
-        out.file.write(pictures.dot_to_svg(topo.to_dot()))
+        _out().file.write(pictures.dot_to_svg(topo.to_dot()))
     elif output is TopologyFormat.mermaid:
-        out.file.write(topo.to_mermaid())
+        _out().file.write(topo.to_mermaid())
     else:
-        report.topology_table(topo.to_dict(), out)
+        report.topology_table(topo.to_dict(), _out())
         _warn(topo.warnings)
 
 
@@ -326,6 +350,10 @@ def render(
 
     Example: `netplan render calico -f netplan.yaml | calicoctl apply -f -`
     """
+    from planner import interop
+    from planner.plan import build_plan
+    from planner.progress import working
+
     spec = load_spec_file(file)
     if target in DAEMONS:
         if output is not None:
@@ -339,7 +367,7 @@ def render(
     elif node is not None:
         raise InvalidInput("--node", node, f"is not an option of render {target.value}, "
                            "which covers every node")
-    with working(err, f"planning {len(spec.nodes):,} nodes",
+    with working(_err(), f"planning {len(spec.nodes):,} nodes",
                  quiet=output is RenderFormat.json) as phase:
         with _store(store) as s:
             planned = build_plan(spec, s.snapshot())
@@ -358,7 +386,7 @@ def render(
         facts = interop.cluster_facts(spec, planned, topo)
         text = interop.render(target.value, facts, output.value if output else None)
     if out_file is None:
-        out.file.write(text)
+        _out().file.write(text)
         return
     write_private(out_file, text)
 
@@ -374,9 +402,12 @@ def check(
 
     Example: `netplan check --store ./netplan.db`
     """
+    from planner import report
+    from planner.audit import audit
+
     with _store(store) as s:
         data = audit(s.snapshot())
-    report.emit(data, output.value, out, report.check_table)
+    report.emit(data, output.value, _out(), report.check_table)
     if data["problems"]:
         raise typer.Exit(1)
 
@@ -403,7 +434,11 @@ def map_command(
 
     Example: `netplan map -f netplan.yaml -o svg --out pools.svg`
     """
-    with working(err, "reading the spec") as phase:
+    from planner import pictures, svgmap
+    from planner.plan import build_plan
+    from planner.progress import working
+
+    with working(_err(), "reading the spec") as phase:
         spec = load_spec_file(file)
         phase(f"planning {len(spec.nodes):,} nodes")
         with _store(store) as s:
@@ -448,15 +483,20 @@ def capacity(
 
     Example: `netplan capacity -f netplan.yaml --growth 20/month`
     """
+    from planner import report
+    from planner.capacity import capacity_table, forecast, parse_growth
+    from planner.plan import build_plan
+    from planner.progress import working
+
     per_month = parse_growth(growth)
-    with working(err, "reading the spec", quiet=output is CapacityFormat.json) as phase:
+    with working(_err(), "reading the spec", quiet=output is CapacityFormat.json) as phase:
         spec = load_spec_file(file)
         phase(f"planning {len(spec.nodes):,} nodes")
         with _store(store) as s:
             snapshot = s.snapshot()
         data = forecast(spec, build_plan(spec, snapshot), snapshot, per_month, horizon,
                         max_pods)
-    report.emit(data, output.value, out, capacity_table)
+    report.emit(data, output.value, _out(), capacity_table)
 
 
 @app.command()
@@ -468,7 +508,9 @@ def schema() -> None:
 
     Example: `netplan schema > netplan.schema.json`
     """
-    out.file.write(json.dumps(spec_schema(), indent=2) + "\n")
+    from planner.schema import spec_schema
+
+    _out().file.write(json.dumps(spec_schema(), indent=2) + "\n")
 
 
 speaker_cli.register(app)
@@ -509,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     except NetplanError as exc:
         if debug:
             raise
-        err.print(f"error: {exc}", markup=False)
+        _err().print(f"error: {exc}", markup=False)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
@@ -518,17 +560,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if isinstance(exc, NoArgsIsHelpError):
             return 2  # the help is printed already
-        err.print(f"error: {exc.format_message()}", markup=False)
+        _err().print(f"error: {exc.format_message()}", markup=False)
         return exc.exit_code
     except typer.Abort:
-        err.print("error: aborted", markup=False)
+        _err().print("error: aborted", markup=False)
         return 130
     except BrokenPipeError:
         return 0
     except Exception as exc:  # a bug: say so in one line; --debug shows where
         if debug:
             raise
-        err.print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug "
+        _err().print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug "
                   "for the traceback", markup=False)
         return 1
     return code if isinstance(code, int) else 0

@@ -9,13 +9,16 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from bgp import BgpSettings, ExternalPeer, Node, Topology, TopologyError, plan_topology
 from bgp.topology import Summary, summarize
 from ipam.errors import InvalidInput
 from ipam.net import Address, Cidr
-from planner.plan import Plan
 from planner.spec import Spec
+
+if TYPE_CHECKING:
+    from planner.plan import Plan  # the speaker's path (topology_of without a plan) skips it
 
 
 def _ip(address: Address):
