@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,3 +29,16 @@ def test_lease_json_is_json_dumps_byte_for_byte(lease):
                            "cidr": str(lease.cidr)}, sort_keys=True)
     assert lease_to_json(lease) == expected
     assert lease_from_json(lease_to_json(lease)) == lease
+
+
+@given(leases(), st.sampled_from(["", " ", "\n", " \t\r\n"]), st.sampled_from(["", " ", "\n"]))
+def test_lease_json_is_read_as_json_loads_reads_it(lease, before, after):
+    text = before + lease_to_json(lease) + after
+    assert lease_from_json(text) == lease_from_json(text.encode()) == lease
+
+
+def test_a_lease_value_with_trailing_text_is_refused():
+    text = lease_to_json(Lease("c", "p", "n", Cidr(4, 0, 24)))
+    for bad in (text + "x", text + text, text[:-1], "[" + text + "]"):
+        with pytest.raises((ValueError, TypeError, KeyError)):
+            lease_from_json(bad)
