@@ -13,6 +13,8 @@ Keys, all under the prefix (`--etcd-prefix`, default /netplan):
     <prefix>/<cluster>/leases/<pool>/<node>    one lease (codec.lease_to_json)
     <prefix>/<cluster>/released/<pool>/<cidr>  history: a freed CIDR and its release seq
     <prefix>/<cluster>/ttl/<pool>/<node>       a lease tied to an etcd lease (attach_ttl)
+    <prefix>/<cluster>/lock                    the writers' lock, "pid@host" of its holder,
+                                               tied to an etcd lease of LOCK_TTL seconds
 
 Cluster names cannot start with `_`, so `_guard` never collides with a cluster.
 
@@ -39,6 +41,15 @@ or a node key with addresses the node did not have, also compares and bumps the 
 range both plan without the other, and only the first claim written lands; the other
 re-plans, sees the first cluster and reports the conflict.
 
+Writers that race queue: a run that lost a race takes the cluster's writers' lock before it
+reads again, and a run whose first read finds the lock held takes it before it writes.
+Without the lock, eight allocators starting together re-read and re-plan in turn after
+each lost race, and most of their work is thrown away; with it they take turns. The lock
+orders writers, it does not make them correct: every batch is still compared and swapped,
+so a writer that waited LOCK_WAIT seconds goes on without it, and a holder that dies
+releases it when its etcd lease expires (LOCK_TTL seconds; a live holder keeps it alive).
+Unraced runs never touch it.
+
 Batch contents keep the store consistent whatever batch a run dies after:
 - the record and then the node pages go first, so that a run's leases always belong to a
   recorded cluster and a lease of a node in the spec always comes with the node's addresses
@@ -54,6 +65,8 @@ higher than any seq stamped before (a write lands after the revision it planned 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -112,6 +125,10 @@ MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 BATCH_OPS = MAX_TXN_OPS - 2
 # Races lost in a row (none of our batches landing in between) before a run gives up.
 MAX_CONFLICTS = 50
+# The writers' lock (see the top): how long it outlives a writer that dies holding it, and
+# how long a writer waits for it before it goes on without it.
+LOCK_TTL = 10
+LOCK_WAIT = 60
 PAGE = 2000  # keys per range request: responses stay well below gRPC's 4 MiB limit
 # Node pages (see the top): a page starts at a node whose name's CRC-32 is 0 modulo
 # PAGE_NODES, about 64 nodes (6 KiB) a page, and after PAGE_MAX nodes at the latest.
@@ -307,6 +324,7 @@ class _Meta:
     ttl: dict[str, dict[tuple[str, str], tuple[Lease, str]]] = field(default_factory=dict)
     # cluster -> TTL leases etcd has expired: (the history entry stated for it, its ttl key)
     expired: dict[str, list[tuple[Released, str]]] = field(default_factory=dict)
+    locked: set[str] = field(default_factory=set)  # clusters whose writers' lock is held
 
 
 class _Lost(Exception):
@@ -475,6 +493,8 @@ class EtcdStore(Store):
                 elif kind == "ttl":
                     lease = lease_from_json(kv.value)
                     meta.ttl.setdefault(cluster, {})[(lease.pool, lease.node)] = (lease, key)
+                elif kind == "lock":
+                    meta.locked.add(cluster)
             except (ValueError, KeyError, TypeError) as exc:
                 raise StoreError(f"etcd key {key}: malformed value ({_one_line(str(exc))})"
                                  ) from exc
@@ -504,23 +524,36 @@ class EtcdStore(Store):
 
     def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]]) -> R:
         lost = 0
-        while True:
-            snapshot, meta = self._read()
-            write, result = plan(snapshot)
-            if write is None:
-                return result
-            try:
-                self._apply(write, meta)
-                return result
-            except _Lost as exc:
-                self._lost_races += 1
-                lost = 1 if exc.progress else lost + 1
-                if lost >= MAX_CONFLICTS:
-                    raise StoreConflict(
-                        f"etcd {self._etcd.where}: cluster {write.cluster}: lost {lost} races "
-                        "in a row against other writers; try again") from None
-                # Jittered, growing pause: racing writers re-plan at different moments.
-                time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** min(lost, 6))))
+        lock: _WritersLock | None = None
+        try:
+            while True:
+                snapshot, meta = self._read()
+                write, result = plan(snapshot)
+                if write is None:
+                    return result
+                if lock is None and write.cluster in meta.locked:
+                    # Writers are queued: a write now would most likely lose to theirs.
+                    lock = _WritersLock.take(self._etcd, self._key(write.cluster, "lock"))
+                    if lock is not None:
+                        continue  # our turn: plan again from what they wrote
+                try:
+                    self._apply(write, meta)
+                    return result
+                except _Lost as exc:
+                    self._lost_races += 1
+                    lost = 1 if exc.progress else lost + 1
+                    if lost >= MAX_CONFLICTS:
+                        raise StoreConflict(
+                            f"etcd {self._etcd.where}: cluster {write.cluster}: lost {lost} "
+                            "races in a row against other writers; try again") from None
+                if lock is None:
+                    lock = _WritersLock.take(self._etcd, self._key(write.cluster, "lock"))
+                if lock is None:
+                    # Jittered, growing pause: racing writers re-plan at different moments.
+                    time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** min(lost, 6))))
+        finally:
+            if lock is not None:
+                lock.release()
 
     def _txn(self, compare: list, success: list) -> tuple[bool, int]:
         """One transaction: (whether the compares held, the revision it wrote)."""
@@ -718,6 +751,74 @@ class EtcdStore(Store):
 def _released_json(entry: Released) -> str:
     return json.dumps({"cluster": entry.cluster, "pool": entry.pool, "cidr": str(entry.cidr),
                        "seq": entry.seq}, sort_keys=True)
+
+
+def _changed(client: pyetcd.MultiEndpointEtcd3Client, key: str, revision: int,
+             timeout: float) -> None:
+    """Return once key changes from revision on (the holder's release, or its lease
+    expiring), or after timeout seconds."""
+    with contextlib.suppress(etcd_errors.WatchTimedOut):
+        client.watch_once(key, timeout=timeout, start_revision=revision)
+
+
+class _WritersLock:
+    """The writers' lock of a cluster: an etcd key tied to an etcd lease of LOCK_TTL
+    seconds, kept alive by a thread while held (see the top)."""
+
+    def __init__(self, etcd: _Etcd, key: str, lease_id: int) -> None:
+        self._etcd = etcd
+        self._key = key
+        self._lease_id = lease_id
+        self._done = threading.Event()
+        self._keepalive = threading.Thread(target=self._refresh, daemon=True,
+                                           name=f"netplan lock {key}")
+        self._keepalive.start()
+
+    @classmethod
+    def take(cls, etcd: _Etcd, key: str) -> _WritersLock | None:
+        """Wait for the lock; None after LOCK_WAIT seconds without it (the caller goes on
+        without: the lock orders writers, the compare-and-swap keeps them correct)."""
+        deadline = time.monotonic() + LOCK_WAIT
+        lease_id = etcd.call("grant a lease", lambda c: c.lease(LOCK_TTL)).id
+        t = pyetcd.Transactions()
+
+        def create(client: pyetcd.MultiEndpointEtcd3Client) -> tuple[bool, int]:
+            ok, responses = client.transaction(
+                compare=[t.create(key) == 0],
+                success=[t.put(key, f"{os.getpid()}@{os.uname().nodename}", lease=lease_id)],
+                failure=[t.get(key)])
+            if ok:
+                return True, 0
+            held = responses[0]  # the holder's key, or nothing if it went meanwhile
+            return False, held[0][1].mod_revision if held else 0
+
+        while True:
+            ok, revision = etcd.call(f"take the lock {key}", create)
+            if ok:
+                return cls(etcd, key, lease_id)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                etcd.call("revoke a lease", lambda c: c.revoke_lease(lease_id))
+                return None
+            if revision:
+                etcd.call(f"wait for the lock {key}", functools.partial(
+                    _changed, key=key, revision=revision + 1, timeout=min(left, LOCK_TTL)))
+
+    def _refresh(self) -> None:
+        while not self._done.wait(LOCK_TTL / 3):
+            try:
+                self._etcd.call("keep the lock alive",
+                                lambda c: list(c.refresh_lease(self._lease_id)))
+            except StoreError:
+                return  # the lock may lapse: writes stay compare-and-swapped all the same
+
+    def release(self) -> None:
+        self._done.set()
+        try:
+            self._etcd.call(f"release the lock {self._key}",
+                            lambda c: c.revoke_lease(self._lease_id))
+        except StoreError as exc:  # it lapses after LOCK_TTL seconds
+            log.warning("%s", exc)
 
 
 @dataclass
