@@ -123,20 +123,26 @@ T = TypeVar("T")
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 # Every batch ends with the cluster guard's put and may bump the global guard.
 BATCH_OPS = MAX_TXN_OPS - 2
+# Keys and values a transaction carries at most: etcd refuses requests above 1.5 MiB
+# (--max-request-bytes); 126 node pages of a few KiB each stay well below it.
+BATCH_BYTES = 1 << 20
 # Races lost in a row (none of our batches landing in between) before a run gives up.
 MAX_CONFLICTS = 50
 # The writers' lock (see the top): how long it outlives a writer that dies holding it, and
 # how long a writer waits for it before it goes on without it.
 LOCK_TTL = 10
 LOCK_WAIT = 60
-PAGE = 2000  # keys per range request: responses stay well below gRPC's 4 MiB limit
+PAGE = 2000  # keys per range request (2,000 leases: some 350 KiB)
 # Node pages (see the top): a page starts at a node whose name's CRC-32 is 0 modulo
 # PAGE_NODES, about 64 nodes (6 KiB) a page, and after PAGE_MAX nodes at the latest.
 PAGE_NODES = 64
 PAGE_MAX = 512
 # A fresh channel per reconnect, retried quickly: the default backoff grows to minutes.
 GRPC_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", 1000)]
+                ("grpc.max_reconnect_backoff_ms", 1000),
+                # A range reply of PAGE keys carries up to PAGE node pages (6 KiB each, at
+                # most 512 nodes): more than gRPC's default 4 MiB. etcd sends any size.
+                ("grpc.max_receive_message_length", 128 << 20)]
 
 
 class _Compacted(Exception):
@@ -682,20 +688,22 @@ class EtcdStore(Store):
                    for e in history.values()]
 
         batches: list[tuple[bool, list]] = []
-        room = 0
+        room = room_bytes = 0
         for nodes, ops, claims in groups:
             if len(ops) > BATCH_OPS:
                 raise StoreError(
                     f"cluster {cluster}: node {nodes[0]} (with {len(nodes) - 1} others its "
                     f"CIDRs move between) needs {len(ops)} operations in one transaction, "
                     f"more than etcd takes ({MAX_TXN_OPS})")
-            if len(ops) > room:
+            size = sum(len(op.key) + len(getattr(op, "value", "")) for op in ops)
+            if len(ops) > room or size > room_bytes:
                 batches.append((False, []))
-                room = BATCH_OPS
+                room, room_bytes = BATCH_OPS, BATCH_BYTES
             if claims and not batches[-1][0]:
                 batches[-1] = (True, batches[-1][1])
             batches[-1][1].extend(ops)
             room -= len(ops)
+            room_bytes -= size
         return batches
 
     # --- TTL leases ------------------------------------------------------------------------

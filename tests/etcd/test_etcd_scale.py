@@ -17,13 +17,13 @@ from ipam.store import StoreOptions, open_store
 from ipam.store.codec import record_to_json
 
 
-def _keys(etcd, prefix: str) -> dict[str, bytes]:
-    """Every key under prefix, read in pages of 1,000 (one reply of all would pass 4 MiB)."""
+def _keys(etcd, prefix: str, limit: int = 1000) -> dict[str, bytes]:
+    """Every key under prefix, read in pages (one reply of all would pass gRPC's 4 MiB)."""
     start, end = prefix.encode(), prefix_range_end(prefix.encode())
     keys: dict[str, bytes] = {}
     with etcd.client() as client:
         while True:
-            resp = client.get_range_response(start, end, limit=1000)
+            resp = client.get_range_response(start, end, limit=limit)
             keys.update((kv.key.decode(), kv.value) for kv in resp.kvs)
             if not resp.more:
                 return keys
@@ -107,6 +107,28 @@ def test_a_new_nodes_address_goes_through_the_global_guard(etcd, tmp_path):
     assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
     with etcd.client() as client:
         assert client.get("/netplan/_guard")[1].mod_revision > guard
+
+
+def test_long_node_names_make_pages_larger_than_one_request_or_one_reply(etcd, tmp_path):
+    """20,000 nodes named with 200 characters: pages of about 18 KiB, 5.3 MiB of them, more
+    than a gRPC reply takes by default (4 MiB) and more than one etcd request (1.5 MiB)."""
+    names = [f"{'n' * 190}-{i:05d}.x" for i in range(20_000)]
+    spec = tmp_path / "long.yaml"
+    first = ipaddress.ip_address("100.64.0.1")
+    spec.write_text(yaml.safe_dump({
+        "cluster": "long",
+        "pools": [{"name": "pods-v4", "cidr": "10.0.0.0/8", "nodeMaskSize": 24}],
+        "services": {"cidr": "172.16.0.0/12"},
+        "bgp": {"topology": "none"},
+        "nodes": [{"name": n, "address": str(first + i)} for i, n in enumerate(names)],
+    }))
+    r = netplan("allocate", "-f", str(spec), "--store", etcd.url, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    pages = _keys(etcd, "/netplan/long/nodes/", limit=100)
+    assert sum(len(v) for v in pages.values()) > 5 * 2**20
+    r = netplan("show", "--cluster", "long", "--store", etcd.url, "-o", "json", timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [n["name"] for n in json.loads(r.stdout)["nodes"]] == names
 
 
 NODES = 30_000
