@@ -70,7 +70,8 @@ CASES = [
     Case("yaml-bad-indent",
          "cluster: demo\npools:\n  - name: pods-v4\n     cidr: 10.244.0.0/16\n"
          "   nodeMaskSize: 24\n", ("line 4",)),
-    Case("yaml-duplicate-top-key", VALID_YAML_HEAD + "cluster: other\n", ("line 5", "cluster", "duplicate")),
+    Case("yaml-duplicate-top-key", VALID_YAML_HEAD + "cluster: other\n",
+         ("line 5", "cluster", "duplicate")),
     Case("empty-file", "", ("spec",)),
     Case("only-comments", "# nothing here\n   # still nothing\n\n", ("spec",)),
     Case("binary-garbage", GARBAGE, ("spec",)),
