@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring_ascii as _quote  # json.dumps' own string quoting
+# json.dumps' own string quoting, for the JSON the stores spell out by hand
+from json.encoder import encode_basestring_ascii as json_string
 
 from ipam.allocation import Lease
 from ipam.net import parse_address, parse_cidr
@@ -51,8 +52,9 @@ def record_from_json(text: str | bytes) -> ClusterRecord:
 def lease_to_json(lease: Lease) -> str:
     """json.dumps({cluster, pool, node, cidr}, sort_keys=True), byte for byte; spelled out
     because etcd writes one per lease (json.dumps costs three times as much)."""
-    return (f'{{"cidr": {_quote(str(lease.cidr))}, "cluster": {_quote(lease.cluster)}, '
-            f'"node": {_quote(lease.node)}, "pool": {_quote(lease.pool)}}}')
+    q = json_string
+    return (f'{{"cidr": {q(str(lease.cidr))}, "cluster": {q(lease.cluster)}, '
+            f'"node": {q(lease.node)}, "pool": {q(lease.pool)}}}')
 
 
 _scan = json.JSONDecoder().raw_decode

@@ -96,7 +96,7 @@ from ipam.store.base import (
     Store,
 )
 from ipam.store.codec import (
-    _quote,
+    json_string,
     lease_from_json,
     lease_to_json,
     record_from_json,
@@ -372,7 +372,7 @@ def _split(record: ClusterRecord) -> tuple[ClusterRecord, dict[str, _Page]] | No
             # The router id is most often the node's first address: its text is known.
             rid_text = ("null" if rid is None else
                         quoted[0] if quoted and rid == addresses[n][0] else f'"{rid}"')
-            entries.append(f'{_quote(n)}: {{"addresses": [{", ".join(quoted)}], '
+            entries.append(f'{json_string(n)}: {{"addresses": [{", ".join(quoted)}], '
                            f'"index": {index[n]}, "routerId": {rid_text}}}')
         # json.dumps(..., sort_keys=True) byte for byte (names in page are in sorted order),
         # spelled out as codec.lease_to_json is: it runs for every node of a cluster.
