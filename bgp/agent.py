@@ -302,9 +302,11 @@ class Agent:
                 diff, since = self._rib.take()
                 desired = self._rib.desired
             if diff:
+                # Kept before it is sent: an agent stopped (or killed) right after the send
+                # must not leave the next agent an older list than its peers hold.
+                self._save_prefixes(sorted(desired, key=lambda p: (p.version, p)))
                 self._send(diff, since)
                 self._report(channel.announced(diff))
-            self._save_prefixes(sorted(desired, key=lambda p: (p.version, p)))
 
     def _send(self, diff: Diff[Network], since: dict[Network, float]) -> None:
         out = []
