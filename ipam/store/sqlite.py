@@ -6,7 +6,9 @@ can be handed out twice, and a failed run writes nothing.
 
 Triggers log every insert and delete of a lease in `changes`, whose AUTOINCREMENT key is
 the store's revision; watchers poll it. Writers are serialized, so a reader never sees a
-higher revision before a lower one.
+higher revision before a lower one. Every write trims the log to its last KEEP_CHANGES
+rows: a watcher further behind than that reads a snapshot and is sent the difference, as
+after an etcd compaction.
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ END;
 BUSY_TIMEOUT_S = 60
 # How often a watcher looks for new changes.
 POLL_S = 0.2
+# Lease changes kept for watchers (some 7 MiB of log); the log grew without end before.
+KEEP_CHANGES = 100_000
+
+
+class _Compacted(Exception):
+    """The changes a watcher asked for were trimmed from the log."""
 
 
 class SQLiteStore(Store):
@@ -132,6 +140,8 @@ class SQLiteStore(Store):
                 write, result = plan(_read(conn))
                 if write is not None:
                     _write(conn, write)
+                    conn.execute("DELETE FROM changes WHERE rev <= "
+                                 "(SELECT MAX(rev) FROM changes) - ?", (KEEP_CHANGES,))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -144,8 +154,7 @@ class SQLiteStore(Store):
 
     def watch(self, cluster: str, start_revision: int | None = None,
               known: Iterable[Lease] = ()) -> LeaseWatch:
-        # known serves only to resync after compaction; `changes` is never compacted.
-        return _SQLiteWatch(self, cluster, start_revision)
+        return _SQLiteWatch(self, cluster, start_revision, known)
 
     def _changes(self, cluster: str, start: int) -> list[LeaseEvent]:
         conn = self._connect(create=False)
@@ -154,6 +163,11 @@ class SQLiteStore(Store):
         try:
             if not _has_changes(conn):
                 return []
+            # AUTOINCREMENT never reuses a revision: a log that starts above `start` was
+            # trimmed past it.
+            first = conn.execute("SELECT MIN(rev) FROM changes").fetchone()[0]
+            if first is not None and first > start:
+                raise _Compacted
             return [
                 LeaseEvent(kind, Lease(cluster, pool, node, parse_cidr(cidr)), rev)
                 for rev, kind, pool, node, cidr in conn.execute(
@@ -169,24 +183,52 @@ class SQLiteStore(Store):
 
 
 class _SQLiteWatch(LeaseWatch):
-    def __init__(self, store: SQLiteStore, cluster: str, start_revision: int | None) -> None:
+    def __init__(self, store: SQLiteStore, cluster: str, start_revision: int | None,
+                 known: Iterable[Lease]) -> None:
         self._store = store
         self._cluster = cluster
         self._stop = threading.Event()
         self._pending: deque[LeaseEvent] = deque()
+        # What the consumer holds once it took every event so far: (pool, node) -> lease.
+        self._leases = {(x.pool, x.node): x for x in known}
         if start_revision is None:
-            snapshot = store.snapshot()
-            state = snapshot.clusters.get(cluster, ClusterState(None))
-            self._pending.extend(LeaseEvent("put", x, snapshot.revision) for x in state.leases)
-            self._next = snapshot.revision + 1
+            revision, self._leases = self._listing()
+            self._pending.extend(LeaseEvent("put", x, revision) for x in self._leases.values())
+            self._next = revision + 1
         else:
             self._next = start_revision
+
+    def _listing(self) -> tuple[int, dict[tuple[str, str], Lease]]:
+        snapshot = self._store.snapshot()
+        state = snapshot.clusters.get(self._cluster, ClusterState(None))
+        return snapshot.revision, {(x.pool, x.node): x for x in state.leases}
+
+    def _resync(self) -> None:
+        """The log no longer holds the changes from self._next on: send the difference."""
+        revision, now = self._listing()
+        events = [LeaseEvent("delete", old, revision, resync=True)
+                  for key, old in sorted(self._leases.items()) if now.get(key) != old]
+        events += [LeaseEvent("put", new, revision, resync=True)
+                   for key, new in sorted(now.items()) if self._leases.get(key) != new]
+        self._pending.extend(events)
+        self._leases = now
+        self._next = revision + 1
 
     def __next__(self) -> LeaseEvent:
         while not self._stop.is_set():
             if self._pending:
                 return self._pending.popleft()
-            events = self._store._changes(self._cluster, self._next)
+            try:
+                events = self._store._changes(self._cluster, self._next)
+            except _Compacted:
+                self._resync()
+                continue
+            for event in events:
+                key = (event.lease.pool, event.lease.node)
+                if event.kind == "put":
+                    self._leases[key] = event.lease
+                elif self._leases.get(key) == event.lease:
+                    del self._leases[key]
             if events:
                 self._pending.extend(events)
                 self._next = events[-1].revision + 1
