@@ -15,6 +15,10 @@ from etcd_server import EtcdCluster, Tls
 from etcd_support import stored_leases, write_spec
 from netplan_cli import netplan
 
+from ipam.store import StoreOptions, open_store
+from planner.plan import build_plan
+from planner.spec import load_spec_file
+
 PASSWORD = "s3cret-Pa55"
 
 
@@ -122,3 +126,28 @@ def test_refused_credentials_are_one_error_line(secure_etcd, tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
     assert PASSWORD not in r.stderr + r.stdout
     assert stored_leases(secure_etcd, "demo", user="root", password="root-pw") == []
+
+
+def test_racing_writers_queue_on_the_lock_with_only_their_prefix_granted(secure_etcd, tmp_path):
+    """The writers' lock is a key under the prefix tied to an etcd lease: user netplan, who
+    may only read and write /netplan/, takes and releases it."""
+    tls = secure_etcd.tls
+    options = StoreOptions(etcd_ca=str(tls.ca), etcd_cert=str(tls.client_cert),
+                           etcd_key=str(tls.client_key), etcd_user="netplan",
+                           etcd_password=PASSWORD)
+    mine = load_spec_file(write_spec(tmp_path / "m.yaml", "demo", ["a", "b"]))
+    theirs = load_spec_file(write_spec(tmp_path / "t.yaml", "demo", ["x"], offset=10))
+    root = {"user": "root", "password": "root-pw"}
+    held = []
+    with open_store(secure_etcd.url, options) as store, \
+            open_store(secure_etcd.url, options) as other, secure_etcd.client(**root) as client:
+        def plan(snapshot):
+            held.append(client.get("/netplan/demo/lock")[0])
+            if len(held) == 1:  # another writer lands between our read and our write
+                other.update(lambda s: ((p := build_plan(theirs, s, True)).write(), p))
+            p = build_plan(mine, snapshot, True)
+            return p.write(), p
+
+        store.update(plan)
+        assert store.lost_races == 1 and held[0] is None and held[1] is not None
+        assert client.get("/netplan/demo/lock")[0] is None
