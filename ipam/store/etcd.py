@@ -132,6 +132,7 @@ MAX_CONFLICTS = 50
 # how long a writer waits for it before it goes on without it.
 LOCK_TTL = 10
 LOCK_WAIT = 60
+LOCK_SAY = 2.0  # a wait this long is said on stderr
 PAGE = 2000  # keys per range request (2,000 leases: some 350 KiB)
 # Node pages (see the top): a page starts at a node whose name's CRC-32 is 0 modulo
 # PAGE_NODES, about 64 nodes (6 KiB) a page, and after PAGE_MAX nodes at the latest.
@@ -786,31 +787,41 @@ class _WritersLock:
     def take(cls, etcd: _Etcd, key: str) -> _WritersLock | None:
         """Wait for the lock; None after LOCK_WAIT seconds without it (the caller goes on
         without: the lock orders writers, the compare-and-swap keeps them correct)."""
-        deadline = time.monotonic() + LOCK_WAIT
+        began = time.monotonic()
+        deadline, said = began + LOCK_WAIT, False
         lease_id = etcd.call("grant a lease", lambda c: c.lease(LOCK_TTL)).id
         t = pyetcd.Transactions()
 
-        def create(client: pyetcd.MultiEndpointEtcd3Client) -> tuple[bool, int]:
+        def create(client: pyetcd.MultiEndpointEtcd3Client) -> tuple[bool, int, bytes]:
             ok, responses = client.transaction(
                 compare=[t.create(key) == 0],
                 success=[t.put(key, f"{os.getpid()}@{os.uname().nodename}", lease=lease_id)],
                 failure=[t.get(key)])
             if ok:
-                return True, 0
+                return True, 0, b""
             held = responses[0]  # the holder's key, or nothing if it went meanwhile
-            return False, held[0][1].mod_revision if held else 0
+            return False, *((held[0][1].mod_revision, held[0][0]) if held else (0, b""))
 
         while True:
-            ok, revision = etcd.call(f"take the lock {key}", create)
+            ok, revision, holder = etcd.call(f"take the lock {key}", create)
             if ok:
                 return cls(etcd, key, lease_id)
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
+                log.warning("%s: waited %gs; writing without the lock", key, LOCK_WAIT)
                 etcd.call("revoke a lease", lambda c: c.revoke_lease(lease_id))
                 return None
+            if not said and now - began > LOCK_SAY:
+                # Turns are short; a long wait is a big run, or a holder that died (its lock
+                # lapses within LOCK_TTL seconds): the user should know why nothing moves.
+                log.warning("%s: waiting for the writer that holds it (%s)", key,
+                            holder.decode(errors="replace"))
+                said = True
             if revision:
+                wait = min(left, LOCK_TTL if said else LOCK_SAY)
                 etcd.call(f"wait for the lock {key}", functools.partial(
-                    _changed, key=key, revision=revision + 1, timeout=min(left, LOCK_TTL)))
+                    _changed, key=key, revision=revision + 1, timeout=wait))
 
     def _refresh(self) -> None:
         while not self._done.wait(LOCK_TTL / 3):

@@ -123,3 +123,19 @@ def test_racing_writers_queue_and_leave_no_lock_behind(etcd, tmp_path, writers):
         assert client.get(LOCK)[0] is None
     check = netplan("check", "--store", etcd.url)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_long_wait_for_the_lock_is_said_on_stderr(etcd, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", "demo", ["a"])
+    assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
+    client, lease = hold_lock(etcd, ttl=60)
+    spec = write_spec(tmp_path / "s.yaml", "demo", ["a", "b"])
+    proc = start("allocate", "-f", spec, "--store", etcd.url)
+    time.sleep(3.5)  # past LOCK_SAY (2 s)
+    assert proc.poll() is None  # still waiting
+    lease.revoke()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    said = [line for line in err.splitlines() if "lock" in line]
+    assert said == ["/netplan/demo/lock: waiting for the writer that holds it (test)"], err
+    client.close()
