@@ -18,6 +18,7 @@ from ipam.net import Address, Cidr
 from ipam.pool import Pool
 
 R = TypeVar("R")
+K = TypeVar("K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,17 @@ class LeaseEvent:
     # True when the change was not seen as such but derived by comparing a fresh snapshot
     # with what the watch had delivered (the store no longer held the history to replay).
     resync: bool = False
+
+
+def resync_events(held: Mapping[K, Lease], now: Mapping[K, Lease], revision: int
+                  ) -> list[LeaseEvent]:
+    """The events that turn what a watch delivered (`held`) into what the store holds
+    (`now`, read at `revision`), for a watch whose history the store no longer has."""
+    events = [LeaseEvent("delete", old, revision, resync=True)
+              for key, old in sorted(held.items()) if now.get(key) != old]
+    events += [LeaseEvent("put", new, revision, resync=True)
+               for key, new in sorted(now.items()) if held.get(key) != new]
+    return events
 
 
 class LeaseWatch(ABC):

@@ -94,6 +94,7 @@ from ipam.store.base import (
     R,
     Snapshot,
     Store,
+    resync_events,
 )
 from ipam.store.codec import (
     json_string,
@@ -927,10 +928,7 @@ class _EtcdWatch(LeaseWatch):
     def _resync(self) -> None:
         """The history from self._next on is compacted: deliver a snapshot's difference."""
         revision, now = self._listing()
-        events = [LeaseEvent("delete", old, revision, resync=True)
-                  for key, old in sorted(self._leases.items()) if now.get(key) != old]
-        events += [LeaseEvent("put", new, revision, resync=True)
-                   for key, new in sorted(now.items()) if self._leases.get(key) != new]
+        events = resync_events(self._leases, now, revision)
         log.warning("watch of cluster %s: changes from revision %d on are compacted away; "
                     "resynced from a snapshot at revision %d (%d changes)",
                     self._cluster, self._next, revision, len(events))

@@ -13,6 +13,7 @@ after an etcd compaction.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -30,8 +31,11 @@ from ipam.store.base import (
     R,
     Snapshot,
     Store,
+    resync_events,
 )
 from ipam.store.codec import record_from_json, record_to_json
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS clusters (
@@ -206,10 +210,10 @@ class _SQLiteWatch(LeaseWatch):
     def _resync(self) -> None:
         """The log no longer holds the changes from self._next on: send the difference."""
         revision, now = self._listing()
-        events = [LeaseEvent("delete", old, revision, resync=True)
-                  for key, old in sorted(self._leases.items()) if now.get(key) != old]
-        events += [LeaseEvent("put", new, revision, resync=True)
-                   for key, new in sorted(now.items()) if self._leases.get(key) != new]
+        events = resync_events(self._leases, now, revision)
+        log.warning("watch of cluster %s: changes from revision %d on are trimmed from the "
+                    "log; resynced from a snapshot at revision %d (%d changes)",
+                    self._cluster, self._next, revision, len(events))
         self._pending.extend(events)
         self._leases = now
         self._next = revision + 1

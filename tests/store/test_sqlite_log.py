@@ -31,7 +31,7 @@ def test_every_write_trims_the_log_to_its_last_changes(store):
     assert store.snapshot().revision == 12  # revisions go on: the log's key never repeats
 
 
-def test_a_watch_resumed_behind_the_trim_gets_the_difference_then_the_changes(store):
+def test_a_watch_resumed_behind_the_trim_gets_the_difference_then_the_changes(store, caplog):
     store.update(allocate("demo", ["a", "b", "c"]))
     with store.watch("demo") as watch:
         held = {e.lease for e in take(watch, 3)}
@@ -48,6 +48,7 @@ def test_a_watch_resumed_behind_the_trim_gets_the_difference_then_the_changes(st
         store.update(release("demo", {"b"}))
         (after,) = take(watch, 1)
     assert summary([after]) == [("delete", "b", "10.244.1.0/24")] and not after.resync
+    assert "trimmed from the log; resynced from a snapshot" in caplog.text
 
 
 def test_a_live_watch_that_falls_behind_is_resynced(store):
