@@ -7,6 +7,7 @@ import ipaddress
 import json
 import time
 import zlib
+from pathlib import Path
 
 import yaml
 from pyetcd.utils import prefix_range_end
@@ -109,19 +110,24 @@ def test_a_new_nodes_address_goes_through_the_global_guard(etcd, tmp_path):
         assert client.get("/netplan/_guard")[1].mod_revision > guard
 
 
-def test_long_node_names_make_pages_larger_than_one_request_or_one_reply(etcd, tmp_path):
-    """20,000 nodes named with 200 characters: pages of about 18 KiB, 5.3 MiB of them, more
-    than a gRPC reply takes by default (4 MiB) and more than one etcd request (1.5 MiB)."""
-    names = [f"{'n' * 190}-{i:05d}.x" for i in range(20_000)]
-    spec = tmp_path / "long.yaml"
+def big_spec(path, cluster: str, names: list[str]) -> Path:
+    """A spec of many nodes in one IPv4 /8 pool (addresses from 100.64.0.1), no BGP."""
     first = ipaddress.ip_address("100.64.0.1")
-    spec.write_text(yaml.safe_dump({
-        "cluster": "long",
+    path.write_text(yaml.safe_dump({
+        "cluster": cluster,
         "pools": [{"name": "pods-v4", "cidr": "10.0.0.0/8", "nodeMaskSize": 24}],
         "services": {"cidr": "172.16.0.0/12"},
         "bgp": {"topology": "none"},
         "nodes": [{"name": n, "address": str(first + i)} for i, n in enumerate(names)],
     }))
+    return path
+
+
+def test_long_node_names_make_pages_larger_than_one_request_or_one_reply(etcd, tmp_path):
+    """20,000 nodes named with 200 characters: pages of about 18 KiB, 5.3 MiB of them, more
+    than a gRPC reply takes by default (4 MiB) and more than one etcd request (1.5 MiB)."""
+    names = [f"{'n' * 190}-{i:05d}.x" for i in range(20_000)]
+    spec = big_spec(tmp_path / "long.yaml", "long", names)
     r = netplan("allocate", "-f", str(spec), "--store", etcd.url, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     pages = _keys(etcd, "/netplan/long/nodes/", limit=100)
@@ -137,16 +143,8 @@ NODES = 30_000
 def test_a_cluster_of_30000_nodes_on_a_default_etcd(etcd, tmp_path):
     """One record of 30,000 nodes is some 2 MiB of JSON: more than etcd takes in a request
     (1.5 MiB by default). Stored node by node, it is allocated, shown and checked."""
-    first = ipaddress.ip_address("100.64.0.1")
     names = [f"node-{i:05d}" for i in range(NODES)]
-    spec = tmp_path / "big.yaml"
-    spec.write_text(yaml.safe_dump({
-        "cluster": "big",
-        "pools": [{"name": "pods-v4", "cidr": "10.0.0.0/8", "nodeMaskSize": 24}],
-        "services": {"cidr": "172.16.0.0/12"},
-        "bgp": {"topology": "none"},
-        "nodes": [{"name": n, "address": str(first + i)} for i, n in enumerate(names)],
-    }))
+    spec = big_spec(tmp_path / "big.yaml", "big", names)
     began = time.monotonic()
     r = netplan("allocate", "-f", str(spec), "--store", etcd.url, "-o", "json", timeout=600)
     allocated = time.monotonic() - began
