@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 
@@ -66,7 +67,7 @@ def test_a_writer_waits_while_the_lock_is_held_and_goes_once_it_is_released(etcd
     client, lease = hold_lock(etcd, ttl=60)
     spec = write_spec(tmp_path / "s.yaml", "demo", ["a", "b", "c"])
     thread, outcome = allocate_in_thread(etcd, spec)
-    time.sleep(1.0)
+    time.sleep(3.0)  # past LOCK_SAY: the writer now waits on its watch alone (up to 10 s)
     assert "done" not in outcome and len(stored_leases(etcd, "demo")) == 2
     released = time.monotonic()
     lease.revoke()
@@ -131,11 +132,16 @@ def test_a_long_wait_for_the_lock_is_said_on_stderr(etcd, tmp_path):
     client, lease = hold_lock(etcd, ttl=60)
     spec = write_spec(tmp_path / "s.yaml", "demo", ["a", "b"])
     proc = start("allocate", "-f", spec, "--store", etcd.url)
-    time.sleep(3.5)  # past LOCK_SAY (2 s)
+    said = []
+    deadline = time.monotonic() + 30
+    while not said and select.select([proc.stderr], [], [], deadline - time.monotonic())[0]:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        said += [line.rstrip("\n")] if "lock" in line else []
+    assert said == ["/netplan/demo/lock: waiting for the writer that holds it (test)"]
     assert proc.poll() is None  # still waiting
     lease.revoke()
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    said = [line for line in err.splitlines() if "lock" in line]
-    assert said == ["/netplan/demo/lock: waiting for the writer that holds it (test)"], err
     client.close()
