@@ -23,7 +23,9 @@ def audit(snapshot: Snapshot) -> dict:
             continue
         claims.extend(record_claims(record))
         maps = {p.pool.name: PoolMap(p.pool, record.reserved) for p in record.pools}
-        hosts = {node for node, _ in record.hosts}
+        # Leases of nodes out of the spec: kept on request (listed as kept), or left by an
+        # interrupted run (not in the record at all).
+        in_spec = {node for node, _ in record.hosts} - set(record.kept)
         for lease in state.leases:
             claims.append(Claim(LEASE, f"lease of node {lease.node} in pool {lease.pool}",
                                 lease.cidr, name))
@@ -39,7 +41,7 @@ def audit(snapshot: Snapshot) -> dict:
             elif not pmap.fits(lease.cidr):
                 problems.append({"kind": "reserved", "cluster": name,
                                  "message": f"{where} lies in a reserved range"})
-            if lease.node not in hosts:
+            if lease.node not in in_spec:
                 warnings.append(f"{where}: the node is not in the cluster's spec (kept removed)")
     for a, b in conflicts(claims):
         problems.append({"kind": "overlap", "cluster": a.cluster,

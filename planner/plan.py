@@ -81,7 +81,12 @@ def _build_plan(spec: Spec, snapshot: Snapshot, keep_removed: bool) -> Plan:
     stored = snapshot.clusters.get(spec.cluster)
     previous = stored.record if stored else None
     foreign = list(_foreign_claims(spec.cluster, snapshot))
-    own = list(_fixed_claims(spec))
+    leases = stored.leases if stored else ()
+    kept = _kept(spec, leases) if keep_removed else ()
+    kept_hosts, kept_router_ids = _kept_part(previous, kept)
+    own = list(_fixed_claims(spec)) + [
+        Claim(HOST, f"node {node} (kept)", addr.as_cidr(), spec.cluster)
+        for node, addr in kept_hosts]
     _raise_on_conflict(own, foreign)
 
     chosen: list[Chosen] = []
@@ -90,7 +95,6 @@ def _build_plan(spec: Spec, snapshot: Snapshot, keep_removed: bool) -> Plan:
     _check_reserved(spec, pools)
     pins = _pins(spec, pools)
 
-    leases = stored.leases if stored else ()
     history = stored.history if stored else ()
     allocation = plan_allocation(
         spec.cluster, [p.pool for p in pools], spec.reserved, [n.name for n in spec.nodes],
@@ -103,8 +107,9 @@ def _build_plan(spec: Spec, snapshot: Snapshot, keep_removed: bool) -> Plan:
         not spec.services,
         spec.reserved,
         spec.avoid,
-        tuple((n.name, a) for n in spec.nodes for a in n.addresses),
-        tuple((n.name, n.router_id) for n in spec.nodes),
+        tuple((n.name, a) for n in spec.nodes for a in n.addresses) + kept_hosts,
+        tuple((n.name, n.router_id) for n in spec.nodes) + kept_router_ids,
+        kept,
     )
     order = {p.pool.name: i for i, p in enumerate(pools)}
     by_node: dict[str, list[Cidr]] = {}
@@ -119,6 +124,26 @@ def _build_plan(spec: Spec, snapshot: Snapshot, keep_removed: bool) -> Plan:
                  for c in allocation.changes if c.action == "keep" and c.node not in in_spec]
     return Plan(spec.cluster, allocation.usage, services, nodes, allocation.changes,
                 tuple(chosen), tuple(warnings), record, allocation)
+
+
+def _kept(spec: Spec, leases) -> tuple[str, ...]:
+    """The nodes out of the spec whose leases --keep-removed keeps, by name."""
+    in_spec = {n.name for n in spec.nodes}
+    return tuple(sorted({x.node for x in leases} - in_spec))
+
+
+def _kept_part(record: ClusterRecord | None, kept: tuple[str, ...]
+               ) -> tuple[tuple[tuple[str, Address], ...], tuple[tuple[str, Address], ...]]:
+    """The stored addresses and router ids of kept nodes, in the order of `kept`: still
+    theirs while they hold leases."""
+    if record is None or not kept:
+        return (), ()
+    addresses: dict[str, list[Address]] = {}
+    for node, addr in record.hosts:
+        addresses.setdefault(node, []).append(addr)
+    router_ids = dict(record.router_ids)
+    return (tuple((n, a) for n in kept for a in addresses.get(n, ())),
+            tuple((n, router_ids[n]) for n in kept if n in router_ids))
 
 
 # --- claims ------------------------------------------------------------------------------

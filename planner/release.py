@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ipam.allocation import Lease, Released
 from ipam.errors import InvalidInput
 from ipam.store.base import ClusterWrite, Snapshot
@@ -23,4 +25,11 @@ def release_write(
     if not freed:
         return None, (freed, missing)
     history = tuple(Released(cluster, x.pool, x.cidr, snapshot.next_seq) for x in freed)
-    return ClusterWrite(cluster, state.record, freed, (), history), (freed, missing)
+    record = state.record
+    if record is not None and held & set(record.kept):
+        # A kept node released for good: its addresses are no longer claimed.
+        gone = held & set(record.kept)
+        record = replace(record, hosts=tuple(x for x in record.hosts if x[0] not in gone),
+                         router_ids=tuple(x for x in record.router_ids if x[0] not in gone),
+                         kept=tuple(n for n in record.kept if n not in gone))
+    return ClusterWrite(cluster, record, freed, (), history), (freed, missing)

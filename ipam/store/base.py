@@ -39,6 +39,9 @@ class ClusterRecord:
     avoid: tuple[Cidr, ...] = ()
     hosts: tuple[tuple[str, Address], ...] = ()  # (node, address), one per address
     router_ids: tuple[tuple[str, Address], ...] = ()  # (node, BGP router id), one per node
+    # Nodes no longer in the spec whose leases were kept (allocate --keep-removed): their
+    # addresses stay in hosts, claimed as long as the nodes hold leases.
+    kept: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ def record_to_json(record: ClusterRecord) -> str:
             "avoid": [str(c) for c in record.avoid],
             "hosts": [[node, str(addr)] for node, addr in record.hosts],
             "routerIds": [[node, str(addr)] for node, addr in record.router_ids],
+            "kept": list(record.kept),
         },
         sort_keys=True,
     )
@@ -46,6 +47,7 @@ def record_from_json(text: str | bytes) -> ClusterRecord:
         avoid=tuple(parse_cidr(c) for c in data["avoid"]),
         hosts=tuple((node, parse_address(addr)) for node, addr in data["hosts"]),
         router_ids=tuple((node, parse_address(addr)) for node, addr in data.get("routerIds", ())),
+        kept=tuple(data.get("kept", ())),
     )
 
 

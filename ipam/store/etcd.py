@@ -7,8 +7,9 @@ Keys, all under the prefix (`--etcd-prefix`, default /netplan):
     <prefix>/<cluster>/record                  the cluster record (codec.record_to_json)
                                                without its hosts and router ids
     <prefix>/<cluster>/nodes/<first node>      a page of nodes' parts of the record: {node:
-                                               {"addresses": [...], "index": i, "routerId":
-                                               ...}}, named after its first node
+                                               {"addresses": [...], "index": i, ["kept":
+                                               true,] "routerId": ...}}, named after its
+                                               first node
     <prefix>/<cluster>/guard                   bumped by every batch that writes the cluster
     <prefix>/<cluster>/leases/<pool>/<node>    one lease (codec.lease_to_json)
     <prefix>/<cluster>/released/<pool>/<cidr>  history: a freed CIDR and its release seq
@@ -25,7 +26,10 @@ node, router ids likewise. A page is a run of nodes in name order that starts wh
 node's name hashes to a boundary (CRC-32 modulo PAGE_NODES is 0; PAGE_MAX nodes at most):
 about 64 nodes, 6 KiB, a page, so a cold run of 5,000 nodes writes some 80 page keys beside
 its 5,000 leases (one key a node doubled the operations), and a node that joins, leaves or
-changes rewrites its own page only, wherever it stands in the spec. A record whose hosts and
+changes rewrites its own page only, wherever it stands in the spec. A kept node (out of the
+spec, its leases kept) has `"kept": true` and keeps the index it was stored with, so that
+its page stays as it is while other specs come and go; the read lists kept nodes after the
+spec's, by name, as the planner does. A record whose hosts and
 router ids do not have that shape (never one the planner makes) is stored whole in the
 record key, as before this layout, and node pages are then ignored (and deleted); so is a
 record stored by an older netplan, until its next write moves its nodes to their pages.
@@ -77,14 +81,14 @@ import time
 import weakref
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from ipam.allocation import Lease, Released
 from ipam.errors import InvalidInput, StoreConflict, StoreError, StoreUnavailable
 from ipam.gcpause import gc_paused
-from ipam.net import parse_address, parse_cidr
+from ipam.net import Address, parse_address, parse_cidr
 from ipam.store.base import (
     ClusterRecord,
     ClusterState,
@@ -325,8 +329,9 @@ class _Meta:
     guards: dict[str, int] = field(default_factory=dict)  # cluster -> guard mod revision
     records: dict[str, bytes] = field(default_factory=dict)  # cluster -> stored record JSON
     pages: dict[str, dict[str, bytes]] = field(default_factory=dict)  # cluster -> key -> value
-    # cluster -> node -> its stored addresses (what a new address claims beyond)
-    addresses: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
+    entries: dict[str, dict[str, _Entry]] = field(default_factory=dict)  # cluster -> node
+    # cluster -> a page's first node -> the entries of that page, as stored
+    page_entries: dict[str, dict[str, dict[str, _Entry]]] = field(default_factory=dict)
     lease_keys: dict[Lease, str] = field(default_factory=dict)
     # cluster -> {(pool, node): (the lease as tied to an etcd lease, its ttl key)}
     ttl: dict[str, dict[tuple[str, str], tuple[Lease, str]]] = field(default_factory=dict)
@@ -344,13 +349,20 @@ class _Lost(Exception):
 
 class _Page(NamedTuple):
     value: str  # the page's JSON: {node: {"addresses": [...], "index": i, "routerId": ...}}
-    addresses: dict[str, frozenset[str]]  # node -> its addresses, as stored
+    addresses: dict[str, frozenset[Address]]  # node -> its addresses
 
 
-def _split(record: ClusterRecord) -> tuple[ClusterRecord, dict[str, _Page]] | None:
-    """(the record without hosts and router ids, its node pages by first node), or None
-    when reading the pages back would not give the same record (see the top)."""
-    order = list(dict.fromkeys([n for n, _ in record.router_ids] + [n for n, _ in record.hosts]))
+def _split(record: ClusterRecord, stored: Mapping[str, _Entry] = {},
+           stored_pages: Mapping[str, Mapping[str, _Entry]] = {}
+           ) -> tuple[ClusterRecord, dict[str, _Page]] | None:
+    """(the record without hosts, router ids and kept nodes, its node pages by first node),
+    or None when reading the pages back would not give the same record (see the top).
+    stored: each node's entry as read (a kept node keeps its index); stored_pages: each
+    stored page's entries by its first node. A page whose entries are all as stored is not
+    written again (value None): at 65,536 nodes, spelling out every page took 0.15 s."""
+    kept = set(record.kept)
+    named = dict.fromkeys([n for n, _ in record.router_ids] + [n for n, _ in record.hosts])
+    order = [n for n in named if n not in kept] + sorted(kept)
     addresses: dict[str, list] = {n: [] for n in order}
     for node, addr in record.hosts:
         addresses[node].append(addr)
@@ -358,28 +370,39 @@ def _split(record: ClusterRecord) -> tuple[ClusterRecord, dict[str, _Page]] | No
     if (len(router_ids) != len(record.router_ids)
             or tuple((n, a) for n in order for a in addresses[n]) != record.hosts
             or tuple((n, router_ids[n]) for n in order if n in router_ids)
-            != record.router_ids):
+            != record.router_ids
+            or list(record.kept) != sorted(kept)):
         return None
-    index = {n: i for i, n in enumerate(order)}
-    pages: dict[str, _Page] = {}
+    index = {n: stored[n].index if n in kept and n in stored else i
+             for i, n in enumerate(order)}
+    pages: dict[str, _Page | None] = {}
     page: list[str] = []
 
+    def unchanged(n: str, was: _Entry | None) -> bool:
+        return (was is not None and was.index == index[n] and was.kept == (n in kept)
+                and was.addresses == addresses[n] and was.router_id == router_ids.get(n))
+
     def close() -> None:
-        entries, texts = [], {}
+        was = stored_pages.get(page[0], {})
+        if len(was) == len(page) and all(unchanged(n, was.get(n)) for n in page):
+            pages[page[0]] = None
+            page.clear()
+            return
+        entries = []
         for n in page:
             # Addresses print as digits, dots and colons: quoted as they are.
             quoted = [f'"{a}"' for a in addresses[n]]
-            texts[n] = [q[1:-1] for q in quoted]
             rid = router_ids.get(n)
             # The router id is most often the node's first address: its text is known.
             rid_text = ("null" if rid is None else
                         quoted[0] if quoted and rid == addresses[n][0] else f'"{rid}"')
+            flag = '"kept": true, ' if n in kept else ""
             entries.append(f'{json_string(n)}: {{"addresses": [{", ".join(quoted)}], '
-                           f'"index": {index[n]}, "routerId": {rid_text}}}')
+                           f'"index": {index[n]}, {flag}"routerId": {rid_text}}}')
         # json.dumps(..., sort_keys=True) byte for byte (names in page are in sorted order),
         # spelled out as codec.lease_to_json is: it runs for every node of a cluster.
         pages[page[0]] = _Page("{" + ", ".join(entries) + "}",
-                               {n: frozenset(t) for n, t in texts.items()})
+                               {n: frozenset(addresses[n]) for n in page})
         page.clear()
 
     for node in sorted(order):
@@ -388,19 +411,32 @@ def _split(record: ClusterRecord) -> tuple[ClusterRecord, dict[str, _Page]] | No
         page.append(node)
     if page:
         close()
-    return replace(record, hosts=(), router_ids=()), pages
+    return replace(record, hosts=(), router_ids=(), kept=()), pages
 
 
-def _join(record: ClusterRecord, nodes: dict[str, tuple[int, list, object, int]]
-          ) -> ClusterRecord:
-    """The record with the hosts and router ids of its node pages: node -> (index,
-    addresses, router id or None, the page's mod revision)."""
+class _Entry(NamedTuple):
+    """A node's entry as read from its page."""
+
+    index: int
+    addresses: list
+    router_id: object  # Address or None
+    kept: bool
+    revision: int  # the page's mod revision: of two pages naming the node, the newer wins
+
+
+def _join(record: ClusterRecord, nodes: dict[str, _Entry]) -> ClusterRecord:
+    """The record with the hosts, router ids and kept nodes of its node pages: the spec's
+    nodes in the order of their index, then the kept ones by name."""
     if record.hosts or record.router_ids or not nodes:
         return record  # stored whole: node pages, if any, are stale
-    order = sorted(nodes, key=lambda n: (nodes[n][0], n))
+    kept = sorted(n for n, e in nodes.items() if e.kept)
+    order = sorted((n for n, e in nodes.items() if not e.kept),
+                   key=lambda n: (nodes[n].index, n)) + kept
     return replace(record,
-                   hosts=tuple((n, a) for n in order for a in nodes[n][1]),
-                   router_ids=tuple((n, nodes[n][2]) for n in order if nodes[n][2] is not None))
+                   hosts=tuple((n, a) for n in order for a in nodes[n].addresses),
+                   router_ids=tuple((n, nodes[n].router_id) for n in order
+                                    if nodes[n].router_id is not None),
+                   kept=tuple(kept))
 
 
 class EtcdStore(Store):
@@ -461,7 +497,7 @@ class EtcdStore(Store):
     def _parse(self, revision: int, kvs: list) -> tuple[Snapshot, _Meta]:
         meta = _Meta(revision)
         records = {}
-        nodes: dict[str, dict[str, tuple[int, list, object, int]]] = {}
+        nodes: dict[str, dict[str, _Entry]] = meta.entries
         leases: dict[str, list[Lease]] = {}
         history: dict[str, dict[tuple[str, object], Released]] = {}
         for kv in kvs:
@@ -478,17 +514,19 @@ class EtcdStore(Store):
                     meta.records[cluster] = kv.value
                 elif kind == "nodes":
                     meta.pages.setdefault(cluster, {})[key] = kv.value
+                    page = {}
+                    for node, data in json.loads(kv.value).items():
+                        rid = data["routerId"]
+                        page[node] = _Entry(
+                            int(data["index"]), [parse_address(a) for a in data["addresses"]],
+                            None if rid is None else parse_address(rid),
+                            data.get("kept", False) is True, kv.mod_revision)
+                    meta.page_entries.setdefault(cluster, {})[rest[len("nodes/"):]] = page
                     # Two pages name a node only after an interrupted run: the newer wins.
                     stored = nodes.setdefault(cluster, {})
-                    for node, data in json.loads(kv.value).items():
-                        if node in stored and stored[node][3] > kv.mod_revision:
-                            continue
-                        rid = data["routerId"]
-                        stored[node] = (
-                            int(data["index"]), [parse_address(a) for a in data["addresses"]],
-                            None if rid is None else parse_address(rid), kv.mod_revision)
-                        meta.addresses.setdefault(cluster, {})[node] = frozenset(
-                            data["addresses"])
+                    for node, entry in page.items():
+                        if node not in stored or stored[node].revision < kv.mod_revision:
+                            stored[node] = entry
                 elif kind == "leases":
                     lease = lease_from_json(kv.value)
                     leases.setdefault(cluster, []).append(lease)
@@ -601,17 +639,17 @@ class EtcdStore(Store):
             if claims:
                 expected_global = revision
 
-    def _page_ops(self, cluster: str, pages: dict[str, _Page], meta: _Meta,
+    def _page_ops(self, cluster: str, pages: dict[str, _Page | None], meta: _Meta,
                   t: pyetcd.Transactions) -> list[tuple[list, bool]]:
         """The operations bringing the stored node pages to `pages`, a page at a time:
         (its operations, whether they claim an address its nodes did not have)."""
         stored = meta.pages.get(cluster, {})
-        had = meta.addresses.get(cluster, {})
+        had = meta.entries.get(cluster, {})
         units: list[tuple[list, bool]] = []
         for first, page in pages.items():
             key = self._key(cluster, "nodes", first)
-            if stored.get(key) != page.value.encode():
-                claims = any(not new <= had.get(node, frozenset())
+            if page is not None and stored.get(key) != page.value.encode():
+                claims = any(node not in had or not new <= set(had[node].addresses)
                              for node, new in page.addresses.items())
                 units.append(([t.put(key, page.value)], claims))
         keys = {self._key(cluster, "nodes", first) for first in pages}
@@ -625,7 +663,8 @@ class EtcdStore(Store):
         assert write.record is not None
         cluster = write.cluster
         tied = meta.ttl.get(cluster, {})
-        split = _split(write.record)
+        split = _split(write.record, meta.entries.get(cluster, {}),
+                       meta.page_entries.get(cluster, {}))
         small, pages = split if split is not None else (write.record, {})
         # (nodes, their operations, whether these claim ranges), written in this order:
         # the record and the node pages first, so that a lease always has its node's entry.

@@ -207,6 +207,35 @@ def test_removed_node_is_released_unless_keep_removed(netplan):
     assert shown["pools"][0]["allocated"] == 2
 
 
+def test_a_kept_nodes_address_stays_claimed_until_its_lease_goes(netplan):
+    db = netplan.cwd / "netplan.db"
+    b = node_address("b")
+    netplan.allocate(netplan.spec(simple("keep", ["a", "b"])), db)
+    netplan.allocate(netplan.spec(simple("keep", ["a"])), db, "--keep-removed")
+    shown = netplan.show(db, "--cluster", "keep")
+    assert {n["name"]: n["addresses"] for n in shown["nodes"]}["b"] == [b]
+    check = netplan("check", "--store", db, "-o", "json")
+    assert check.returncode == 0, check.describe()
+    assert any("node b" in w and "kept" in w for w in json.loads(check.stdout)["warnings"])
+
+    # Another cluster's pool over b's address is a conflict while b holds its lease ...
+    b_24 = str(ipaddress.ip_network(b + "/24", strict=False))  # a's address lies elsewhere
+    assert ipaddress.ip_address(node_address("a")) not in ipaddress.ip_network(b_24)
+    over_b = simple("other", ["x"], pool=b_24, mask=26, services="10.144.0.0/12")
+    r = netplan("allocate", "-f", netplan.spec(over_b, "other.yaml"), "--store", db)
+    assert r.returncode == 1 and f"node b address {b}" in r.stderr, r.describe()
+    # ... and so is a services range of its own cluster, kept again.
+    shifted = simple("keep", ["a"], services=b_24)
+    r = netplan("allocate", "-f", netplan.spec(shifted, "shifted.yaml"), "--store", db,
+                "--keep-removed")
+    assert r.returncode == 1 and f"node b (kept) address {b}" in r.stderr, r.describe()
+
+    # Released for good, b's address is free.
+    assert netplan("release", "--cluster", "keep", "b", "--store", db).returncode == 0
+    assert "b" not in {n["name"] for n in netplan.show(db, "--cluster", "keep")["nodes"]}
+    netplan.allocate(netplan.spec(over_b, "other.yaml"), db)
+
+
 def test_new_node_gets_a_never_used_cidr_before_a_released_one(netplan):
     db = netplan.cwd / "netplan.db"
     netplan.allocate(netplan.spec(simple("reuse", ["a", "b", "c"])), db)

@@ -110,6 +110,29 @@ def test_a_new_nodes_address_goes_through_the_global_guard(etcd, tmp_path):
         assert client.get("/netplan/_guard")[1].mod_revision > guard
 
 
+def _entries(etcd, cluster: str) -> dict[str, dict]:
+    return {node: entry for page in _pages(etcd, cluster).values() for node, entry in page.items()}
+
+
+def test_kept_nodes_keep_their_entries_while_other_specs_come_and_go(etcd, tmp_path):
+    groups = {g: [f"{g}-{i:03d}" for i in range(size)] for g, size in zip("abc", (60, 50, 40))}
+    for offset, g in enumerate("abc"):
+        spec = write_spec(tmp_path / f"{g}.yaml", "demo", groups[g], offset=offset * 100)
+        assert netplan("allocate", "-f", spec, "--store", etcd.url,
+                       "--keep-removed").returncode == 0
+        if g == "b":
+            kept_a = {n: e for n, e in _entries(etcd, "demo").items() if n.startswith("a-")}
+    entries = _entries(etcd, "demo")
+    # a's nodes, kept since b's run, are written as they were then: c's run left them be.
+    assert {n: e for n, e in entries.items() if n.startswith("a-")} == kept_a
+    assert all(e["kept"] is True for e in kept_a.values())
+    assert all("kept" not in entries[n] for n in groups["c"])
+    with open_store(etcd.url, StoreOptions()) as store:
+        record = store.snapshot().clusters["demo"].record
+    assert record.kept == tuple(groups["a"] + groups["b"])
+    assert [n for n, _ in record.router_ids] == groups["c"] + groups["a"] + groups["b"]
+
+
 def big_spec(path, cluster: str, names: list[str]) -> Path:
     """A spec of many nodes in one IPv4 /8 pool (addresses from 100.64.0.1), no BGP."""
     first = ipaddress.ip_address("100.64.0.1")

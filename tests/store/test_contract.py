@@ -52,14 +52,15 @@ def test_a_plan_that_raises_writes_nothing(store):
 
 
 def _with_nodes(cluster: str, nodes: list[tuple[str, list[str], str | None]],
-                hosts_order=None):
+                hosts_order=None, kept=()):
     """allocate() with a record naming each node's addresses and router id, in this order
-    (or hosts in hosts_order, a list of (node, address))."""
+    (or hosts in hosts_order, a list of (node, address)), and the nodes kept."""
     rec = dataclasses.replace(
         record(cluster),
         hosts=tuple((n, parse_address(a)) for n, a in hosts_order) if hosts_order else
         tuple((n, parse_address(a)) for n, addrs, _ in nodes for a in addrs),
-        router_ids=tuple((n, parse_address(r)) for n, _, r in nodes if r is not None))
+        router_ids=tuple((n, parse_address(r)) for n, _, r in nodes if r is not None),
+        kept=tuple(kept))
     plan = allocate(cluster, [n for n, _, _ in nodes])
 
     def run(snapshot):
@@ -85,6 +86,10 @@ def test_a_records_hosts_and_router_ids_come_back_exactly(store):
                                        hosts_order=odd))
     assert store.snapshot().clusters["demo"].record == written
     written = store.update(_with_nodes("demo", nodes))
+    assert store.snapshot().clusters["demo"].record == written
+    # Kept nodes (out of the spec, their leases kept; by name after the spec's nodes, as
+    # the planner lists them), one of them without addresses (from an interrupted run).
+    written = store.update(_with_nodes("demo", nodes, kept=["alpha", "ghost", "mid"]))
     assert store.snapshot().clusters["demo"].record == written
 
 
