@@ -516,9 +516,12 @@ class EtcdStore(Store):
                     meta.pages.setdefault(cluster, {})[key] = kv.value
                     page = {}
                     for node, data in json.loads(kv.value).items():
-                        rid = data["routerId"]
+                        texts, rid = data["addresses"], data["routerId"]
+                        addresses = [parse_address(a) for a in texts]
                         page[node] = _Entry(
-                            int(data["index"]), [parse_address(a) for a in data["addresses"]],
+                            int(data["index"]), addresses,
+                            # Most often the node's first address, parsed already.
+                            addresses[0] if texts and rid == texts[0] else
                             None if rid is None else parse_address(rid),
                             data.get("kept", False) is True, kv.mod_revision)
                     meta.page_entries.setdefault(cluster, {})[rest[len("nodes/"):]] = page
