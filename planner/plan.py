@@ -72,6 +72,9 @@ class Plan:
         return ClusterWrite(self.cluster, self.record, gone, new, self.allocation.released)
 
 
+KEPT_SHOWN = 10  # kept leases named in the plan's warning
+
+
 def build_plan(spec: Spec, snapshot: Snapshot, keep_removed: bool = False) -> Plan:
     with gc_paused():
         return _build_plan(spec, snapshot, keep_removed)
@@ -120,8 +123,13 @@ def _build_plan(spec: Spec, snapshot: Snapshot, keep_removed: bool) -> Plan:
                   for n in spec.nodes)
     in_spec = {n.name for n in spec.nodes}
     warnings = list(spec.warnings)
-    warnings += [f"lease of removed node {c.node} kept ({c.pool} {c.cidr})"
-                 for c in allocation.changes if c.action == "keep" and c.node not in in_spec]
+    kept_leases = [c for c in allocation.changes if c.action == "keep" and c.node not in in_spec]
+    if kept_leases:
+        # One warning, not one a lease: a cluster drained in parts may keep thousands.
+        shown = ", ".join(f"{c.node} ({c.pool} {c.cidr})" for c in kept_leases[:KEPT_SHOWN])
+        more = len(kept_leases) - KEPT_SHOWN
+        warnings.append(f"{len(kept_leases)} lease{'s' if len(kept_leases) > 1 else ''} of "
+                        f"removed nodes kept: {shown}" + (f" and {more} more" if more > 0 else ""))
     return Plan(spec.cluster, allocation.usage, services, nodes, allocation.changes,
                 tuple(chosen), tuple(warnings), record, allocation)
 

@@ -211,7 +211,8 @@ def test_a_kept_nodes_address_stays_claimed_until_its_lease_goes(netplan):
     db = netplan.cwd / "netplan.db"
     b = node_address("b")
     netplan.allocate(netplan.spec(simple("keep", ["a", "b"])), db)
-    netplan.allocate(netplan.spec(simple("keep", ["a"])), db, "--keep-removed")
+    kept = netplan.allocate(netplan.spec(simple("keep", ["a"])), db, "--keep-removed")
+    assert "1 lease of removed nodes kept: b (pods-v4 10.60.1.0/24)" in kept["warnings"]
     shown = netplan.show(db, "--cluster", "keep")
     assert {n["name"]: n["addresses"] for n in shown["nodes"]}["b"] == [b]
     check = netplan("check", "--store", db, "-o", "json")
@@ -234,6 +235,16 @@ def test_a_kept_nodes_address_stays_claimed_until_its_lease_goes(netplan):
     assert netplan("release", "--cluster", "keep", "b", "--store", db).returncode == 0
     assert "b" not in {n["name"] for n in netplan.show(db, "--cluster", "keep")["nodes"]}
     netplan.allocate(netplan.spec(over_b, "other.yaml"), db)
+
+
+def test_many_kept_leases_make_one_warning(netplan):
+    db = netplan.cwd / "netplan.db"
+    names = [f"n{i:02d}" for i in range(13)]
+    netplan.allocate(netplan.spec(simple("many", names)), db)
+    kept = netplan.allocate(netplan.spec(simple("many", names[:1])), db, "--keep-removed")
+    (warning,) = [w for w in kept["warnings"] if "kept" in w]
+    assert warning.startswith("12 leases of removed nodes kept: n01 (pods-v4 10.60.1.0/24), ")
+    assert warning.endswith("n10 (pods-v4 10.60.10.0/24) and 2 more")
 
 
 def test_new_node_gets_a_never_used_cidr_before_a_released_one(netplan):
