@@ -103,6 +103,10 @@ def _build_plan(spec: Spec, snapshot: Snapshot, keep_removed: bool) -> Plan:
         spec.cluster, [p.pool for p in pools], spec.reserved, [n.name for n in spec.nodes],
         pins, leases, history, snapshot.next_seq, keep_removed,
     )
+    if kept:  # a kept lease that no longer fits its pool is released: that node goes
+        holding = {x.node for x in allocation.leases}
+        kept = tuple(n for n in kept if n in holding)
+        kept_hosts, kept_router_ids = _kept_part(previous, kept)
     record = ClusterRecord(
         spec.cluster,
         tuple(pools),

@@ -237,6 +237,17 @@ def test_a_kept_nodes_address_stays_claimed_until_its_lease_goes(netplan):
     netplan.allocate(netplan.spec(over_b, "other.yaml"), db)
 
 
+def test_a_kept_node_whose_lease_no_longer_fits_is_released_and_forgotten(netplan):
+    db = netplan.cwd / "netplan.db"
+    netplan.allocate(netplan.spec(simple("gone", ["a", "b"])), db)
+    # The pool moves: b's lease no longer fits and is released, kept or not.
+    moved = netplan.allocate(netplan.spec(simple("gone", ["a"], pool="10.61.0.0/16")), db,
+                             "--keep-removed")
+    assert ("b", "pods-v4", "10.60.1.0/24") in changes_of(moved, "release")
+    shown = netplan.show(db, "--cluster", "gone")
+    assert [n["name"] for n in shown["nodes"]] == ["a"]
+
+
 def test_many_kept_leases_make_one_warning(netplan):
     db = netplan.cwd / "netplan.db"
     names = [f"n{i:02d}" for i in range(13)]
