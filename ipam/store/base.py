@@ -8,7 +8,9 @@ planner from fresh state when another writer got there first.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
@@ -18,7 +20,6 @@ from ipam.net import Address, Cidr
 from ipam.pool import Pool
 
 R = TypeVar("R")
-K = TypeVar("K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +84,6 @@ class LeaseEvent:
     resync: bool = False
 
 
-def resync_events(held: Mapping[K, Lease], now: Mapping[K, Lease], revision: int
-                  ) -> list[LeaseEvent]:
-    """The events that turn what a watch delivered (`held`) into what the store holds
-    (`now`, read at `revision`), for a watch whose history the store no longer has."""
-    events = [LeaseEvent("delete", old, revision, resync=True)
-              for key, old in sorted(held.items()) if now.get(key) != old]
-    events += [LeaseEvent("put", new, revision, resync=True)
-               for key, new in sorted(now.items()) if held.get(key) != new]
-    return events
-
-
 class LeaseWatch(ABC):
     """An iterator of LeaseEvents that blocks until the next change; close() ends it.
 
@@ -114,6 +104,39 @@ class LeaseWatch(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ResyncingWatch(LeaseWatch):
+    """A watch of a store that may discard its history (etcd compacts it, SQLite trims its
+    log): it keeps what the consumer holds, and makes up for a lost stretch from a snapshot.
+    Subclasses set _cluster, _leases, _pending and _next, and read the snapshot (_listing)."""
+
+    _cluster: str
+    _leases: dict  # key -> lease: what the consumer holds once it took every event so far
+    _pending: deque[LeaseEvent]
+    _next: int  # the revision of the next change to deliver
+    _history_lost = "discarded"  # how the store lost the history, for the warning
+
+    @abstractmethod
+    def _listing(self) -> tuple[int, dict]:
+        """(revision, key -> lease) of the cluster's leases now."""
+
+    def _resync(self) -> None:
+        """The store no longer holds the changes from self._next on: deliver the events that
+        turn what the consumer holds into a fresh snapshot."""
+        revision, now = self._listing()
+        held = self._leases
+        events = [LeaseEvent("delete", old, revision, resync=True)
+                  for key, old in sorted(held.items()) if now.get(key) != old]
+        events += [LeaseEvent("put", new, revision, resync=True)
+                   for key, new in sorted(now.items()) if held.get(key) != new]
+        logging.getLogger(type(self).__module__).warning(
+            "watch of cluster %s: changes from revision %d on are %s; resynced from a "
+            "snapshot at revision %d (%d changes)",
+            self._cluster, self._next, self._history_lost, revision, len(events))
+        self._pending.extend(events)
+        self._leases = now
+        self._next = revision + 1
 
 
 class Store(ABC):

@@ -96,9 +96,9 @@ from ipam.store.base import (
     LeaseEvent,
     LeaseWatch,
     R,
+    ResyncingWatch,
     Snapshot,
     Store,
-    resync_events,
 )
 from ipam.store.codec import (
     json_string,
@@ -908,7 +908,7 @@ class TtlLease:
 _CLOSED = object()
 
 
-class _EtcdWatch(LeaseWatch):
+class _EtcdWatch(ResyncingWatch):
     """etcd watch of <prefix>/<cluster>/leases/, resumed from the last revision on failure.
 
     pyetcd calls back from its stream thread with every response, or with the error that
@@ -916,6 +916,8 @@ class _EtcdWatch(LeaseWatch):
     received before it, and a resume revision always follows a complete revision (etcd
     sends each revision's events in one response).
     """
+
+    _history_lost = "compacted away"
 
     def __init__(self, store: EtcdStore, cluster: str, start_revision: int | None,
                  known: Iterable[Lease]) -> None:
@@ -967,17 +969,6 @@ class _EtcdWatch(LeaseWatch):
             except (grpc.RpcError, etcd_errors.Etcd3Exception):
                 pass  # the stream is gone already: nothing left to cancel
             self._client = None
-
-    def _resync(self) -> None:
-        """The history from self._next on is compacted: deliver a snapshot's difference."""
-        revision, now = self._listing()
-        events = resync_events(self._leases, now, revision)
-        log.warning("watch of cluster %s: changes from revision %d on are compacted away; "
-                    "resynced from a snapshot at revision %d (%d changes)",
-                    self._cluster, self._next, revision, len(events))
-        self._pending.extend(events)
-        self._leases = now
-        self._next = revision + 1
 
     def __next__(self) -> LeaseEvent:
         while True:

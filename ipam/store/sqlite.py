@@ -13,7 +13,6 @@ after an etcd compaction.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
@@ -29,13 +28,11 @@ from ipam.store.base import (
     LeaseEvent,
     LeaseWatch,
     R,
+    ResyncingWatch,
     Snapshot,
     Store,
-    resync_events,
 )
 from ipam.store.codec import record_from_json, record_to_json
-
-log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS clusters (
@@ -186,7 +183,9 @@ class SQLiteStore(Store):
             conn.close()
 
 
-class _SQLiteWatch(LeaseWatch):
+class _SQLiteWatch(ResyncingWatch):
+    _history_lost = "trimmed from the log"
+
     def __init__(self, store: SQLiteStore, cluster: str, start_revision: int | None,
                  known: Iterable[Lease]) -> None:
         self._store = store
@@ -206,17 +205,6 @@ class _SQLiteWatch(LeaseWatch):
         snapshot = self._store.snapshot()
         state = snapshot.clusters.get(self._cluster, ClusterState(None))
         return snapshot.revision, {(x.pool, x.node): x for x in state.leases}
-
-    def _resync(self) -> None:
-        """The log no longer holds the changes from self._next on: send the difference."""
-        revision, now = self._listing()
-        events = resync_events(self._leases, now, revision)
-        log.warning("watch of cluster %s: changes from revision %d on are trimmed from the "
-                    "log; resynced from a snapshot at revision %d (%d changes)",
-                    self._cluster, self._next, revision, len(events))
-        self._pending.extend(events)
-        self._leases = now
-        self._next = revision + 1
 
     def __next__(self) -> LeaseEvent:
         while not self._stop.is_set():

@@ -13,8 +13,9 @@
    tries again at once. That is the simplest allocator that gives netplan's guarantee (no
    CIDR handed out twice) through the same serialisation (one key every write compares),
    so the ratio is the price of netplan's own work: after a lost race, the writers' lock
-   taken and a full re-read and re-plan under it; batches kept whole per node. Create-only compares on disjoint node keys
-   would never conflict, but would not stop two writers from picking one CIDR either.
+   taken and a full re-read and re-plan under it; batches kept whole per node. Create-only
+   compares on disjoint node keys would never conflict, but would not stop two writers from
+   picking one CIDR either.
 7. Store size: 65,536 leases (10.0.0.0/8 into /24, exhaustion) in SQLite and in etcd: bytes
    per lease (the SQLite file; etcd's db after compaction and defragmentation, from the
    endpoint status) and the time of the `netplan show` process, `-o json` and the default
@@ -22,8 +23,8 @@
    'select ... from leases'`, `etcdctl get --prefix .../leases/`): the same job (read every
    lease, print it), which a count-only query would not be. A cluster record kept in one key
    (every node's name and addresses) would outgrow etcd's default request limit (1.5 MiB) at
-   about 23,500 nodes; netplan keeps the nodes in pages of about 64: row 7d says whether the allocation
-   went through on a default etcd (and the size that one key would have had); if not, the
+   about 23,500 nodes; netplan keeps the nodes in pages of about 64: row 7d says whether the
+   allocation went through on a default etcd (and the size that one key would have had); if not, the
    rest is measured on an etcd started with --max-request-bytes 8 MiB.
 
 Every scenario starts its own etcd (tests/etcd/etcd_server.py: Debian's `etcd` on free
