@@ -7,11 +7,14 @@ stdout; the agent lives exactly as long as that ExaBGP. It
   retries with backoff and, once back, starts over from a fresh snapshot, so whatever
   changed meanwhile is caught up as one diff;
 - announces and withdraws the difference between what the store holds and what ExaBGP
-  was told, batched (`announce attributes next-hop self nlri P1 P2 ...`), from one writer
+  was told, batched (`announce attributes next-hop self nlri P1 P2 ...`), from one sender
   thread, so that a burst of store events becomes a few lines;
 - reads everything ExaBGP writes, always, on a thread that does nothing slow: the
   acknowledgements (ExaBGP blocks once its pipe to us is full), session changes and the
-  routes its peers send, kept as the table of learned routes;
+  routes its peers send, kept as the table of learned routes. While lines are not yet
+  acknowledged it keeps one PING in flight, answering each reply with the next, which
+  keeps ExaBGP from pausing between its passes (exabgp_api, at the top): 10,000 routes go
+  out in under a second instead of three;
 - with install_routes, keeps the routing table of its network namespace in step with the
   learned routes (bgp/kernel.py), from a thread of its own;
 - reports all of it to the supervisor over the report channel (bgp/channel.py).
@@ -44,7 +47,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import TYPE_CHECKING, BinaryIO
 
 from bgp import channel, exabgp_api
-from bgp.exabgp_api import Ack, PeerState, RouteUpdate, Shutdown
+from bgp.exabgp_api import Ack, PeerState, Pong, RouteUpdate, Shutdown
 from bgp.model import Address, Network, network_text
 from bgp.peers import DOWN, from_exabgp
 from bgp.rib import AdjRibIn, Diff, LocalRib, table_diff
@@ -142,9 +145,14 @@ class Agent:
         self._kernel_dirty = kernel is not None
         self._stopping = False
         self._watch = None
+        # Writes to ExaBGP come from the sender and the reader (PING): whole lines, and each
+        # command line's entry below queued in the order of the lines.
+        self._write_lock = threading.Lock()
         # one entry per command line written and not yet acknowledged: when its prefixes'
         # changes were seen
         self._unacked: deque[list[float]] = deque()
+        self._pinging = False  # a PING written, its acknowledgement not yet read
+        self._ponged = False  # its reply read: the next acknowledgement is the PING's
         self._unsendable: set[int] = set()  # IP versions already warned about
         self.stopped = threading.Event()
         self.orderly = False  # ExaBGP shuts down (not killed)
@@ -324,11 +332,21 @@ class Agent:
             neighbors = self._neighbors[version]
             out += exabgp_api.withdraw(deleted, neighbors)
             out += exabgp_api.announce(added, neighbors)
-        for line, prefixes in out:
-            # queued before it is written: the acknowledgement may come before write() returns
-            self._unacked.append([since[p] for p in prefixes])
-            self._commands.write(line.encode() + b"\n")
-        self._commands.flush()
+        with self._write_lock:
+            for line, prefixes in out:
+                # queued before it is written: the acknowledgement may come before write()
+                # returns
+                self._unacked.append([since[p] for p in prefixes])
+                self._commands.write(line.encode() + b"\n")
+            self._ping()
+            self._commands.flush()
+
+    def _ping(self) -> None:
+        """PING ExaBGP while lines are unacknowledged and no PING is in flight (the caller
+        holds the write lock and flushes)."""
+        if self._unacked and not self._pinging:
+            self._pinging = True
+            self._commands.write(exabgp_api.PING.encode() + b"\n")
 
     # --- ExaBGP -> the agent --------------------------------------------------------------
 
@@ -346,6 +364,8 @@ class Agent:
                 return
             if isinstance(message, Ack):
                 self._acknowledged(message)
+            elif isinstance(message, Pong):
+                self._ponged = True
             elif isinstance(message, PeerState):
                 self._peer_changed(message)
             elif isinstance(message, RouteUpdate):
@@ -354,13 +374,21 @@ class Agent:
         self.stop()
 
     def _acknowledged(self, ack: Ack) -> None:
-        if not self._unacked:
+        if self._ponged:
+            self._ponged = False
+            with self._write_lock:
+                self._pinging = False
+        elif self._unacked:
+            seen = self._unacked.popleft()
+            now = self._clock()
+            self._report(channel.acked((now - t for t in seen), 0 if ack.ok else 1))
+            if not ack.ok:
+                log.error("ExaBGP refused a command line of %d prefixes", len(seen))
+        else:
             return  # not for a line of ours (ExaBGP answers an unknown command twice)
-        seen = self._unacked.popleft()
-        now = self._clock()
-        self._report(channel.acked((now - t for t in seen), 0 if ack.ok else 1))
-        if not ack.ok:
-            log.error("ExaBGP refused a command line of %d prefixes", len(seen))
+        with self._write_lock:
+            self._ping()
+            self._commands.flush()
 
     def _peer_changed(self, message: PeerState) -> None:
         state = from_exabgp(message.state)

@@ -14,7 +14,18 @@ Commands (checked against exabgp/reactor/api/command/announce.py of ExaBGP 5.0):
   name their neighbors whenever some neighbor lacks the family.
 - A line is at most 1 MiB (Processes.MAX_COMMAND_SIZE); BATCH prefixes stay far below it.
 
-Messages (`encoder json`): one JSON object a line, or the acknowledgements `done`/`error`.
+Pacing: ExaBGP takes at most 50 routes from its API queue a pass of its loop
+(reactor/asynchronous.py, ASYNC.LIMIT), and between passes sleeps in poll() for 10 ms
+(exabgp.reactor.speed 1.0) unless the pass read a command (reactor/loop.py): a batch of
+10,000 routes dribbles out at some 3,500 a second. PING, `version`, is answered at once:
+an agent that keeps one in flight while lines are unacknowledged wakes ExaBGP for pass
+after pass, so that it works flat out while it has work (some 12,000 routes a second on
+two cores) and idles as before. Not the no-op `#`: both are acknowledged out of turn,
+ahead of lines still queued, and only the version's reply line (Pong) tells its `done`
+from theirs.
+
+Messages (`encoder json`): one JSON object a line, or the acknowledgements `done`/`error`,
+or the reply to PING, `exabgp VERSION`.
 `type` is `state` (neighbor-changes: `connected`, `up`, `down`), `update` (with
 `receive { parsed; update; }`: `announce` {family: {next hop: [{"nlri": P}]}} and
 `withdraw` {family: [{"nlri": P}]}, or an end-of-RIB marker), or `notification` with
@@ -35,6 +46,8 @@ from bgp.model import Address, Network, network_text
 BATCH = 500
 
 UNICAST = {4: "ipv4 unicast", 6: "ipv6 unicast"}
+
+PING = "version"  # see the top: answered `exabgp VERSION`, then `done`
 
 
 def _selector(neighbors: Sequence[Address] | None) -> str:
@@ -82,6 +95,11 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class Pong:
+    """ExaBGP's reply to PING; the next acknowledgement is PING's."""
+
+
+@dataclass(frozen=True, slots=True)
 class PeerState:
     peer: Address
     state: str  # ExaBGP's word: connected, up or down
@@ -102,7 +120,7 @@ class Shutdown:
     """ExaBGP stops in order (SIGTERM): it closed its sessions with a Cease."""
 
 
-Message = Ack | PeerState | RouteUpdate | Shutdown
+Message = Ack | Pong | PeerState | RouteUpdate | Shutdown
 
 
 def decode(line: str) -> Message | None:
@@ -115,6 +133,8 @@ def decode(line: str) -> Message | None:
         return Ack(True)
     if text == "error":
         return Ack(False)
+    if text.startswith("exabgp "):
+        return Pong()
     message = json.loads(text)
     kind = message.get("type")
     if kind == "notification" and message.get("notification") == "shutdown":

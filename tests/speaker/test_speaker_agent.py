@@ -22,6 +22,7 @@ from ipam.store.memory import MemoryStore
 WAIT = 10.0
 ANNOUNCE = "announce attributes next-hop self nlri "
 WITHDRAW = "withdraw attributes next-hop self nlri "
+PING = "version"
 
 
 def lease(node: str, cidr: str, pool: str = "pods-v4") -> Lease:
@@ -87,6 +88,7 @@ class ScriptedExaBGP:
         self._commands, cmd_w = os.pipe()
         out_r, self._out_w = os.pipe()
         self._pending = b""  # read from the command pipe, not yet taken as lines
+        self.pings = 0
         self.reports: list[dict] = []
         config = AgentConfig(
             cluster="demo", node=node, store=store.url, report="(unused)",
@@ -97,18 +99,25 @@ class ScriptedExaBGP:
                                         daemon=True)
         self._thread.start()
 
-    def _line(self, timeout: float) -> str | None:
+    def _line(self, timeout: float, pings: bool = False) -> str | None:
+        """The next command line; PINGs are counted in self.pings and skipped unless asked
+        for (left unanswered, they stop: the agent keeps one in flight)."""
         deadline = time.monotonic() + timeout
-        while b"\n" not in self._pending:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._commands], [], [], left)[0]:
-                return None
-            self._pending += os.read(self._commands, 1 << 16)
-        line, self._pending = self._pending.split(b"\n", 1)
-        return line.decode()
+        while True:
+            while b"\n" not in self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self._commands], [], [], left)[0]:
+                    return None
+                self._pending += os.read(self._commands, 1 << 16)
+            line, self._pending = self._pending.split(b"\n", 1)
+            if line.decode() != PING:
+                return line.decode()
+            self.pings += 1
+            if pings:
+                return PING
 
-    def command(self, timeout: float = WAIT) -> str:
-        line = self._line(timeout)
+    def command(self, timeout: float = WAIT, pings: bool = False) -> str:
+        line = self._line(timeout, pings)
         assert line is not None, f"no command within {timeout} s; reports {self.reports}"
         return line
 
@@ -179,6 +188,25 @@ def test_acknowledgements_report_latency_per_prefix(exabgp):
     exabgp.say("error", "done")  # an acknowledgement of nothing sent is ignored
     time.sleep(0.2)
     assert len(exabgp.report("acked")) == 1
+
+
+def test_one_ping_stays_in_flight_while_a_line_is_unacknowledged(exabgp):
+    """ExaBGP pauses between the passes of its loop unless a pass read a command: while a
+    line is unacknowledged the agent keeps one PING in flight. ExaBGP answers a PING at once,
+    ahead of the lines it is still working through; the reply line before its `done` tells
+    the two apart."""
+    assert exabgp.command(pings=True) == ANNOUNCE + "10.244.0.0/24 10.250.0.0/24"
+    assert exabgp.command(pings=True) == PING
+    exabgp.no_command()  # one at a time
+    exabgp.say("exabgp 5.0.15", "done")  # the PING's answer, ahead of the line's
+    assert exabgp.command(pings=True) == PING  # the line is still unacknowledged
+    exabgp.say("done")  # the line's
+    (acked,) = exabgp.report("acked")
+    assert acked["errors"] == 0 and len(acked["latencies"]) == 2
+    exabgp.say("exabgp 5.0.15", "done")  # the second PING's: nothing is left to wait for
+    exabgp.no_command()
+    time.sleep(0.2)
+    assert len(exabgp.report("acked")) == 1 and exabgp.pings == 2
 
 
 def test_store_down_keeps_routes_and_catches_up_as_one_diff(exabgp, store):

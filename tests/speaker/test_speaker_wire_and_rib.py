@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from ipaddress import ip_address, ip_network
 
 import pytest
 
 from bgp import exabgp_api
 from bgp.agent import neighbors_by_family
-from bgp.exabgp_api import Ack, PeerState, RouteUpdate, Shutdown
+from bgp.exabgp_api import Ack, PeerState, Pong, RouteUpdate, Shutdown
 from bgp.rib import AdjRibIn, Diff, LocalRib, Route, table_diff
 
 N = ip_network
@@ -65,6 +67,12 @@ def test_neighbors_by_family():
 def test_decode_acknowledgements():
     assert exabgp_api.decode("done\n") == Ack(True)
     assert exabgp_api.decode("error\n") == Ack(False)
+
+
+def test_decode_the_reply_to_ping():
+    """What ExaBGP 5 writes for `version` (reactor/api/command/reactor.py), before its done."""
+    assert exabgp_api.PING == "version"
+    assert exabgp_api.decode("exabgp 5.0.15\n") == Pong()
 
 
 @pytest.mark.parametrize(("word", "reason"), [("connected", ""), ("up", ""),
@@ -191,3 +199,38 @@ def test_table_diff():
     wanted = {a: IP("192.0.2.1"), b: IP("192.0.2.9"), c: IP("192.0.2.3")}
     assert table_diff(current, wanted) == Diff(((b, IP("192.0.2.9")), (c, IP("192.0.2.3"))), ())
     assert table_diff(current, {}) == Diff((), ((a, IP("192.0.2.1")), (b, IP("192.0.2.2"))))
+
+
+PROBE = """\
+import sys
+sys.stdout.write("{ping}\\n")
+sys.stdout.flush()
+with open(sys.argv[1], "a") as seen:
+    for line in sys.stdin:
+        seen.write(line)
+        seen.flush()
+        if line.strip() in ("done", "error"):
+            break
+"""
+
+
+def test_exabgp_answers_ping_with_its_version_line_then_done(processes, tmp_path):
+    """The codec's reading of PING's answer (exabgp_api, at the top), against the ExaBGP the
+    speaker runs: an API process writes PING and keeps what comes back. Its neighbor, on a
+    loopback port nobody listens on, never comes up; the API runs all the same."""
+    from bgp.speaker import EXABGP_ENV, find_exabgp
+    from speaker_harness import free_port, wait_for
+
+    probe, seen = tmp_path / "probe.py", tmp_path / "seen.txt"
+    probe.write_text(PROBE.format(ping=exabgp_api.PING))
+    conf = tmp_path / "exabgp.conf"
+    conf.write_text(
+        f"process probe {{\n  run {sys.executable} {probe} {seen};\n  encoder json;\n}}\n"
+        f"neighbor 127.0.0.1 {{\n  router-id 127.0.0.2;\n  local-address 127.0.0.2;\n"
+        f"  local-as 64512;\n  peer-as 64512;\n  listen {free_port('127.0.0.2')};\n"
+        f"  connect {free_port('127.0.0.1')};\n  api {{\n    processes [ probe ];\n  }}\n}}\n")
+    processes.start("exabgp", [find_exabgp(), str(conf)], env={**os.environ, **EXABGP_ENV})
+    wait_for(lambda: seen.exists() and "done" in seen.read_text(), "the answer to PING",
+             processes.logs)
+    replies = [exabgp_api.decode(line) for line in seen.read_text().splitlines()]
+    assert replies == [Pong(), Ack(True)], seen.read_text()
