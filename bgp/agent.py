@@ -12,9 +12,10 @@ stdout; the agent lives exactly as long as that ExaBGP. It
 - reads everything ExaBGP writes, always, on a thread that does nothing slow: the
   acknowledgements (ExaBGP blocks once its pipe to us is full), session changes and the
   routes its peers send, kept as the table of learned routes. While lines are not yet
-  acknowledged it keeps one PING in flight, answering each reply with the next, which
-  keeps ExaBGP from pausing between its passes (exabgp_api, at the top): 10,000 routes go
-  out in under a second instead of three;
+  acknowledged, each acknowledgement has the sender write the next PING, one in flight,
+  which keeps ExaBGP from pausing between its passes (exabgp_api, at the top): 10,000
+  routes go out in under a second instead of three. The reader itself never writes: a
+  write can wait on ExaBGP, and ExaBGP waits on the reader;
 - with install_routes, keeps the routing table of its network namespace in step with the
   learned routes (bgp/kernel.py), from a thread of its own;
 - reports all of it to the supervisor over the report channel (bgp/channel.py).
@@ -41,7 +42,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import TYPE_CHECKING, BinaryIO
@@ -145,14 +146,12 @@ class Agent:
         self._kernel_dirty = kernel is not None
         self._stopping = False
         self._watch = None
-        # Writes to ExaBGP come from the sender and the reader (PING): whole lines, and each
-        # command line's entry below queued in the order of the lines.
-        self._write_lock = threading.Lock()
         # one entry per command line written and not yet acknowledged: when its prefixes'
         # changes were seen
         self._unacked: deque[list[float]] = deque()
         self._pinging = False  # a PING written, its acknowledgement not yet read
-        self._ponged = False  # its reply read: the next acknowledgement is the PING's
+        self._ping_due = False  # the reader asks the sender for a PING
+        self._ponged = False  # PING's reply read: the next acknowledgement is PING's
         self._unsendable: set[int] = set()  # IP versions already warned about
         self.stopped = threading.Event()
         self.orderly = False  # ExaBGP shuts down (not killed)
@@ -304,10 +303,12 @@ class Agent:
     def send_commands(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._stopping or self._rib.pending())
+                self._cond.wait_for(
+                    lambda: self._stopping or self._rib.pending() or self._ping_due)
                 if self._stopping:
                     return
-                diff, since = self._rib.take()
+                self._ping_due = False
+                diff, since = self._rib.take() if self._rib.pending() else (None, {})
                 desired = self._rib.desired
             if diff:
                 # Kept before it is sent: an agent stopped (or killed) right after the send
@@ -315,8 +316,9 @@ class Agent:
                 self._save_prefixes(sorted(desired, key=lambda p: (p.version, p)))
                 self._send(diff, since)
                 self._report(channel.announced(diff))
+            self._ping()
 
-    def _send(self, diff: Diff[Network], since: dict[Network, float]) -> None:
+    def _send(self, diff: Diff[Network], since: Mapping[Network, float]) -> None:
         out = []
         for version in (4, 6):
             deleted = [p for p in diff.deleted if p.version == version]
@@ -332,21 +334,22 @@ class Agent:
             neighbors = self._neighbors[version]
             out += exabgp_api.withdraw(deleted, neighbors)
             out += exabgp_api.announce(added, neighbors)
-        with self._write_lock:
-            for line, prefixes in out:
-                # queued before it is written: the acknowledgement may come before write()
-                # returns
-                self._unacked.append([since[p] for p in prefixes])
-                self._commands.write(line.encode() + b"\n")
-            self._ping()
-            self._commands.flush()
+        for line, prefixes in out:
+            # queued before it is written: the acknowledgement may come before write() returns
+            self._unacked.append([since[p] for p in prefixes])
+            self._commands.write(line.encode() + b"\n")
+        self._commands.flush()
 
     def _ping(self) -> None:
-        """PING ExaBGP while lines are unacknowledged and no PING is in flight (the caller
-        holds the write lock and flushes)."""
-        if self._unacked and not self._pinging:
+        """PING ExaBGP if lines are unacknowledged and no PING is in flight. Only this
+        thread writes to ExaBGP: the reader, which asks for PINGs, must never wait on a write
+        (ExaBGP reads our lines only while its own writes to the reader get through)."""
+        with self._cond:
+            if not self._unacked or self._pinging:
+                return
             self._pinging = True
-            self._commands.write(exabgp_api.PING.encode() + b"\n")
+        self._commands.write(exabgp_api.PING.encode() + b"\n")
+        self._commands.flush()
 
     # --- ExaBGP -> the agent --------------------------------------------------------------
 
@@ -374,21 +377,22 @@ class Agent:
         self.stop()
 
     def _acknowledged(self, ack: Ack) -> None:
-        if self._ponged:
-            self._ponged = False
-            with self._write_lock:
-                self._pinging = False
-        elif self._unacked:
-            seen = self._unacked.popleft()
+        seen = None
+        with self._cond:
+            if self._ponged:
+                self._ponged = self._pinging = False
+            elif self._unacked:
+                seen = self._unacked.popleft()
+            else:
+                return  # not for a line of ours (ExaBGP answers an unknown command twice)
+            if self._unacked and not self._pinging:
+                self._ping_due = True  # the sender writes it: see _ping
+                self._cond.notify_all()
+        if seen is not None:
             now = self._clock()
             self._report(channel.acked((now - t for t in seen), 0 if ack.ok else 1))
             if not ack.ok:
                 log.error("ExaBGP refused a command line of %d prefixes", len(seen))
-        else:
-            return  # not for a line of ours (ExaBGP answers an unknown command twice)
-        with self._write_lock:
-            self._ping()
-            self._commands.flush()
 
     def _peer_changed(self, message: PeerState) -> None:
         state = from_exabgp(message.state)
