@@ -36,10 +36,12 @@ node's CIDRs after lease_ttl seconds.
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +65,7 @@ RESTART_MAX_S = 30.0
 STABLE_S = 60.0  # a run this long resets the backoff
 AGENT_TIMEOUT_S = 30.0  # ExaBGP whose agent has not reported by then is restarted
 STOP_TIMEOUT_S = 5.0  # SIGTERM to ExaBGP, then SIGKILL
+ADDRESS_WAIT_S = 5.0  # a node address not (yet) on the host: waited for, then an error
 
 # ExaBGP's environment (DESIGN section 8, bgp/render_exabgp.py).
 EXABGP_ENV = {
@@ -110,6 +113,23 @@ def find_exabgp() -> str:
     return found
 
 
+def _where(address, port: int) -> str:
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+def _why_not(exc: OSError) -> str:
+    """A bind's failure, said in terms of what the user can change."""
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ("the address is not one of this host's: run the speaker on the node the "
+                "spec gives it to, or correct the node's address in the spec")
+    if exc.errno == errno.EADDRINUSE:
+        return ("the port is taken (another BGP daemon: BIRD, a second speaker?); stop it, "
+                "or give the node another bgpPort")
+    if exc.errno == errno.EACCES:
+        return "ports below 1024 need root or CAP_NET_BIND_SERVICE"
+    return exc.strerror or str(exc)
+
+
 _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork, called after
 PR_SET_PDEATHSIG = 1
 
@@ -142,6 +162,32 @@ class Speaker:
         self._agent_left = False
         self.status = SpeakerStatus(config.node, [peer.address for peer in self._entry.peers])
 
+    def _check_listen(self) -> None:
+        """Refuse to start when ExaBGP could not listen on the node's BGP addresses: it would
+        only log that, exit, and be restarted for ever while no session ever comes up (a
+        spec run on the wrong host, a port another BGP daemon holds). Binding tests it; the
+        socket is closed before ExaBGP starts (SO_REUSEADDR, as ExaBGP binds). An address
+        that is missing is waited for ADDRESS_WAIT_S: at boot it may still be coming up
+        (an interface being configured, IPv6 duplicate address detection)."""
+        port = self._entry.node.port
+        deadline = time.monotonic() + ADDRESS_WAIT_S
+        for address in sorted({peer.local_address for peer in self._entry.peers},
+                              key=lambda a: (a.version, int(a))):
+            family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+            while True:
+                with socket.socket(family, socket.SOCK_STREAM) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    try:
+                        probe.bind((str(address), port))
+                        break
+                    except OSError as exc:
+                        if exc.errno != errno.EADDRNOTAVAIL or time.monotonic() > deadline:
+                            raise SpeakerError(
+                                f"node {self._config.node}: cannot listen on "
+                                f"{_where(address, port)}: {_why_not(exc)}") from None
+                if self._stop.wait(0.2):
+                    return
+
     def request_stop(self) -> None:
         self._stop.set()
         self._wake.set()
@@ -152,15 +198,22 @@ class Speaker:
         run_dir = Path(tempfile.mkdtemp(prefix="netplan-"))
         try:
             server = self._serve_status()
-            listener = Listener(str(run_dir / "agent.sock"), self._on_report)
             try:
-                conf = self._write_configuration(run_dir, listener.path)
-                keeper = self._start_ttl_keeper()
-                self._supervise(conf, run_dir)
-                if keeper is not None:
-                    keeper.join(timeout=STOP_TIMEOUT_S)
+                self._check_listen()
+                c = self._config
+                if "://" not in c.store and not os.path.exists(c.store):
+                    log.warning("store %s does not exist: node %s announces nothing until "
+                                "`netplan allocate` creates it", c.store, c.node)
+                listener = Listener(str(run_dir / "agent.sock"), self._on_report)
+                try:
+                    conf = self._write_configuration(run_dir, listener.path)
+                    keeper = self._start_ttl_keeper()
+                    self._supervise(conf, run_dir)
+                    if keeper is not None:
+                        keeper.join(timeout=STOP_TIMEOUT_S)
+                finally:
+                    listener.close()
             finally:
-                listener.close()
                 server.shutdown()
                 server.server_close()
         finally:

@@ -200,3 +200,20 @@ def test_status_port_taken_is_an_error(cluster: Cluster, processes: Processes):
     log = late.proc.log.read_text()
     assert f"error: status endpoint 127.0.0.1 port {taken}:" in log, log
     assert "ExaBGP started" not in log
+
+
+def test_a_speaker_started_before_its_store_exists_says_so_then_follows_it(processes, bird):
+    """A typo in --store would otherwise look like a node without leases."""
+    node = Node("node-a", "127.0.0.2")
+    bird_port = free_port(BIRD_ADDRESS)
+    spec = write_spec(processes.tmp / "a.yaml", [node], peers=[(BIRD_ADDRESS, bird_port)])
+    store = processes.tmp / "later.db"
+    bird.start(bird_peer_config(BIRD_ADDRESS, bird_port, [node]))
+    speaker = Speaker(processes, spec, "node-a", str(store)).start()
+    wait_for(speaker.established, "session established", processes.logs)
+    assert (f"WARNING store {store} does not exist: node node-a announces nothing until "
+            "`netplan allocate` creates it" in speaker.proc.log.read_text()), processes.logs()
+    assert not store.exists()  # the speaker only reads
+    netplan("allocate", "-f", str(spec), "--store", str(store))
+    wait_for(lambda: bird.routes() == {A: ["127.0.0.2"]}, "node-a's route at BIRD",
+             processes.logs)
