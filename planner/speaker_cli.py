@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 
-from bgp.speaker import SpeakerConfig, run_speaker
 from ipam.errors import InvalidInput
 from planner.routing import topology_of
 from planner.spec import load_spec_file
@@ -48,6 +47,10 @@ def register(app: typer.Typer) -> None:
 
         Example: `netplan speaker -f netplan.yaml --node node-a --store ./netplan.db`
         """
+        # Here, not at the top: ExaBGP's supervisor, the agent, prometheus_client and
+        # http.server are some 60 ms of imports that every other command would pay.
+        from bgp.speaker import SpeakerConfig, run_speaker
+
         spec = load_spec_file(file)
         if node not in {n.name for n in spec.nodes}:
             raise InvalidInput("--node", node, "is not a node of the spec")
