@@ -16,8 +16,9 @@ Keys, all under the prefix (`--etcd-prefix`, default /netplan):
     <prefix>/<cluster>/ttl/<pool>/<node>       a lease tied to an etcd lease (attach_ttl)
     <prefix>/<cluster>/lock                    the writers' lock, "pid@host" of its holder,
                                                tied to an etcd lease of LOCK_TTL seconds
+    <prefix>/_lock                             the claims lock, likewise
 
-Cluster names cannot start with `_`, so `_guard` never collides with a cluster.
+Cluster names cannot start with `_`, so `_guard` and `_lock` never collide with a cluster.
 
 A record's hosts and router ids grow with the cluster (65,536 nodes: some 4 MiB), more than
 one etcd request (1.5 MiB) or gRPC reply (4 MiB) takes, so they are kept in pages of nodes;
@@ -53,6 +54,16 @@ orders writers, it does not make them correct: every batch is still compared and
 so a writer that waited LOCK_WAIT seconds goes on without it, and a holder that dies
 releases it when its etcd lease expires (LOCK_TTL seconds; a live holder keeps it alive).
 Unraced runs never touch it.
+
+Clusters race too: every batch that claims ranges goes through the global guard, so writers
+of different clusters that start together lose to each other's claims, each re-reading and
+re-planning, over and over (the cluster's lock does not order them). A batch that claims
+reads its cluster guard back when it fails: if that held, the winner was another cluster,
+and the run takes the store's claims lock, `<prefix>/_lock`, before it reads again. It
+keeps it only until its last claiming batch is written (the record and node pages go
+first), so that the lease batches of different clusters still run side by side. A run
+never waits for its cluster's lock while it holds the claims lock (it lets that go first),
+so two runs never wait for each other.
 
 Batch contents keep the store consistent whatever batch a run dies after:
 - the record and then the node pages go first, so that a run's leases always belong to a
@@ -344,8 +355,11 @@ class _Meta:
 class _Lost(Exception):
     """A batch's compare failed: another writer got there first."""
 
-    def __init__(self, progress: bool) -> None:
+    def __init__(self, progress: bool, cluster_moved: bool = True) -> None:
         self.progress = progress  # some earlier batch of the run landed
+        # False: the cluster guard held, so the writer was of another cluster, claiming
+        # ranges (the global guard moved): the cluster's lock would not order it
+        self.cluster_moved = cluster_moved
 
 
 class _Page(NamedTuple):
@@ -574,7 +588,21 @@ class EtcdStore(Store):
 
     def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]]) -> R:
         lost = 0
-        lock: _WritersLock | None = None
+        lock: _WritersLock | None = None  # the cluster's writers' lock
+        claims: _WritersLock | None = None  # the store's claims lock (see the top)
+
+        def release_claims() -> None:
+            nonlocal claims
+            if claims is not None:
+                claims.release()
+                claims = None
+
+        def take_cluster_lock(cluster: str) -> _WritersLock | None:
+            # Never wait for a cluster's lock holding the claims lock: its holder may be
+            # waiting for the claims lock.
+            release_claims()
+            return _WritersLock.take(self._etcd, self._key(cluster, "lock"))
+
         try:
             while True:
                 snapshot, meta = self._read()
@@ -583,11 +611,11 @@ class EtcdStore(Store):
                     return result
                 if lock is None and write.cluster in meta.locked:
                     # Writers are queued: a write now would most likely lose to theirs.
-                    lock = _WritersLock.take(self._etcd, self._key(write.cluster, "lock"))
+                    lock = take_cluster_lock(write.cluster)
                     if lock is not None:
                         continue  # our turn: plan again from what they wrote
                 try:
-                    self._apply(write, meta)
+                    self._apply(write, meta, claimed=release_claims)
                     return result
                 except _Lost as exc:
                     self._lost_races += 1
@@ -596,26 +624,39 @@ class EtcdStore(Store):
                         raise StoreConflict(
                             f"etcd {self._etcd.where}: cluster {write.cluster}: lost {lost} "
                             "races in a row against other writers; try again") from None
-                if lock is None:
-                    lock = _WritersLock.take(self._etcd, self._key(write.cluster, "lock"))
-                if lock is None:
-                    # Jittered, growing pause: racing writers re-plan at different moments.
-                    time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** min(lost, 6))))
+                    cluster_moved = exc.cluster_moved
+                if not cluster_moved:
+                    if claims is None:
+                        claims = _WritersLock.take(self._etcd, self.root + "_lock")
+                    if claims is not None:
+                        continue
+                elif lock is None:
+                    lock = take_cluster_lock(write.cluster)
+                    if lock is not None:
+                        continue
+                # Jittered, growing pause: racing writers re-plan at different moments.
+                time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** min(lost, 6))))
         finally:
+            release_claims()
             if lock is not None:
                 lock.release()
 
-    def _txn(self, compare: list, success: list) -> tuple[bool, int]:
-        """One transaction: (whether the compares held, the revision it wrote)."""
+    def _txn(self, compare: list, success: list, failure: list = ()) -> tuple[bool, object]:
+        """One transaction: (whether the compares held, the revision it wrote if they did,
+        else the failure operations' responses)."""
 
-        def run(client: pyetcd.MultiEndpointEtcd3Client) -> tuple[bool, int]:
-            ok, responses = client.transaction(compare=compare, success=success, failure=[])
+        def run(client: pyetcd.MultiEndpointEtcd3Client) -> tuple[bool, object]:
+            ok, responses = client.transaction(compare=compare, success=success,
+                                               failure=list(failure))
             # Every transaction here ends with a put, whose header carries its revision.
-            return ok, responses[-1].response_put.header.revision if ok else 0
+            return ok, responses[-1].response_put.header.revision if ok else responses
 
         return self._etcd.call("transaction", run)
 
-    def _apply(self, write: ClusterWrite, meta: _Meta) -> None:
+    def _apply(self, write: ClusterWrite, meta: _Meta,
+               claimed: Callable[[], None] = lambda: None) -> None:
+        """Write the plan in batches (see the top); claimed() once no batch that claims
+        ranges is left to write."""
         t = pyetcd.Transactions()
         guard = self._key(write.cluster, "guard")
         expected = meta.guards.get(write.cluster, 0)
@@ -631,17 +672,25 @@ class EtcdStore(Store):
         expected_global = meta.global_guard
         with gc_paused():
             batches = self._batches(write, meta, t)
+        last_claim = max((i for i, (claims, _) in enumerate(batches) if claims), default=-1)
+        if last_claim < 0:
+            claimed()
         for i, (claims, ops) in enumerate(batches):
             compare = [t.mod(guard) == expected]
             if claims:
                 compare.append(t.mod(self.root + "_guard") == expected_global)
                 ops = ops + [t.put(self.root + "_guard", "")]
-            ok, revision = self._txn(compare, ops + [t.put(guard, "")])
+            ok, revision = self._txn(compare, ops + [t.put(guard, "")],
+                                     failure=[t.get(guard)] if claims else [])
             if not ok:
-                raise _Lost(progress=i > 0)
+                # Which guard moved: the failure branch read ours back.
+                held = claims and _mod_revision(revision[0]) == expected
+                raise _Lost(progress=i > 0, cluster_moved=not held)
             expected = revision
             if claims:
                 expected_global = revision
+            if i == last_claim:
+                claimed()
 
     def _page_ops(self, cluster: str, pages: dict[str, _Page | None], meta: _Meta,
                   t: pyetcd.Transactions) -> list[tuple[list, bool]]:
@@ -799,6 +848,11 @@ class EtcdStore(Store):
         for watch in list(self._watches):
             watch.close()
         self._etcd.close()
+
+
+def _mod_revision(got: list) -> int:
+    """The mod revision of a key a transaction's get read, 0 when it is absent."""
+    return got[0][1].mod_revision if got else 0
 
 
 def _released_json(entry: Released) -> str:

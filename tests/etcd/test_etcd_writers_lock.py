@@ -1,4 +1,5 @@
-"""The writers' lock: allocators that lost a race queue on an etcd key instead of racing."""
+"""The writers' lock: allocators that lost a race queue on an etcd key instead of racing;
+and the claims lock, on which writers of different clusters queue for their claims."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import threading
 import time
 
 import pytest
-from etcd_support import assert_no_overlap, stored_leases, write_spec
+import yaml
+from etcd_support import assert_no_overlap, host_address, stored_leases, write_spec
 from netplan_cli import netplan, start
 
 import ipam.store.etcd as etcd_store
@@ -17,6 +19,21 @@ from planner.plan import build_plan
 from planner.spec import load_spec_file
 
 LOCK = "/netplan/demo/lock"
+CLAIMS = "/netplan/_lock"
+
+
+def cluster_spec(path, cluster: str, index: int, nodes: int, first: int = 0) -> str:
+    """A spec of a cluster with ranges of its own (the index-th /12 pool, /20 services):
+    nodes `<cluster>-<first>`, ... """
+    path.write_text(yaml.safe_dump({
+        "cluster": cluster,
+        "pools": [{"name": "pods-v4", "cidr": f"10.{16 * index}.0.0/12", "nodeMaskSize": 24}],
+        "services": {"cidr": f"192.168.{16 * index}.0/20"},
+        "bgp": {"topology": "none"},
+        "nodes": [{"name": f"{cluster}-{i:03d}", "address": host_address(1000 * index + i)}
+                  for i in range(first, first + nodes)],
+    }))
+    return str(path)
 
 
 def hold_lock(etcd, ttl: int):
@@ -145,3 +162,79 @@ def test_a_long_wait_for_the_lock_is_said_on_stderr(etcd, tmp_path):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     client.close()
+
+
+def test_a_claim_lost_to_another_cluster_is_made_again_holding_the_claims_lock(etcd, tmp_path):
+    """Held for the claiming batches only: the lease batches go without it."""
+    mine = load_spec_file(cluster_spec(tmp_path / "m.yaml", "demo", 0, 300))
+    theirs = load_spec_file(cluster_spec(tmp_path / "t.yaml", "other", 1, 3))
+    reads, writes = [], []
+    with open_store(etcd.url, StoreOptions()) as store, \
+            open_store(etcd.url, StoreOptions()) as other, etcd.client() as client:
+        def plan(snapshot):
+            reads.append((client.get(CLAIMS)[0], client.get(LOCK)[0]))
+            if len(reads) == 1:  # another cluster claims its ranges between our read and write
+                other.update(lambda s: ((p := build_plan(theirs, s)).write(), p))
+            p = build_plan(mine, snapshot)
+            return p.write(), p
+
+        txn = store._txn
+
+        def spy(compare, success, failure=()):
+            writes.append(client.get(CLAIMS)[0] is not None)
+            return txn(compare, success, failure)
+
+        store._txn = spy
+        store.update(plan)
+        assert store.lost_races == 1
+        assert reads[0] == (None, None)
+        assert reads[1][0].startswith(b"%d@" % os.getpid()) and reads[1][1] is None
+        # the lost batch; again under the lock, the record, node pages and the first leases;
+        # then the rest of the 300 leases (126 operations a batch) without it
+        assert writes == [False, True, False, False], writes
+        assert client.get(CLAIMS)[0] is None
+    assert len(stored_leases(etcd, "demo")) == 300 and len(stored_leases(etcd, "other")) == 3
+
+
+@pytest.mark.parametrize("clusters", [6])
+def test_racing_clusters_queue_their_claims_and_leave_no_lock_behind(etcd, tmp_path,
+                                                                     clusters):
+    specs = [cluster_spec(tmp_path / f"c{c}.yaml", f"c{c}", c, 200) for c in range(clusters)]
+    procs = [start("allocate", "-f", s, "--store", etcd.url, "-o", "json") for s in specs]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    leases = [x for c in range(clusters) for x in stored_leases(etcd, f"c{c}")]
+    assert len(leases) == clusters * 200
+    assert_no_overlap(leases)
+    with etcd.client() as client:
+        assert client.get(CLAIMS)[0] is None
+    check = netplan("check", "--store", etcd.url)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_writer_lets_the_claims_lock_go_before_it_waits_for_its_clusters(etcd, tmp_path):
+    """Else it could wait for a writer of its cluster that waits for the claims lock."""
+    mine = load_spec_file(cluster_spec(tmp_path / "m.yaml", "demo", 0, 3))
+    theirs = load_spec_file(cluster_spec(tmp_path / "t.yaml", "other", 1, 3))
+    same = load_spec_file(cluster_spec(tmp_path / "s.yaml", "demo", 0, 1, first=100))
+    reads = []
+    with open_store(etcd.url, StoreOptions()) as store, \
+            open_store(etcd.url, StoreOptions()) as other, etcd.client() as client:
+        def plan(snapshot):
+            reads.append((client.get(CLAIMS)[0], client.get(LOCK)[0]))
+            if len(reads) == 1:  # another cluster claims: we take the claims lock
+                other.update(lambda s: ((p := build_plan(theirs, s)).write(), p))
+            elif len(reads) == 2:  # a writer of our cluster lands: we need its lock
+                other.update(lambda s: ((p := build_plan(same, s, True)).write(), p))
+            p = build_plan(mine, snapshot, True)
+            return p.write(), p
+
+        store.update(plan)
+        assert store.lost_races == 2
+        ours = b"%d@" % os.getpid()
+        assert reads[1][0].startswith(ours) and reads[1][1] is None
+        assert reads[2][0] is None and reads[2][1].startswith(ours)
+        assert client.get(CLAIMS)[0] is None and client.get(LOCK)[0] is None
+    assert sorted(x["node"] for x in stored_leases(etcd, "demo")) == [
+        "demo-000", "demo-001", "demo-002", "demo-100"]
