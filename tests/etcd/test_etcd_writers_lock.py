@@ -58,6 +58,19 @@ def allocate_in_thread(etcd, spec: str) -> tuple[threading.Thread, dict]:
     return thread, outcome
 
 
+def race(etcd, specs: list[str], clusters: list[str], *flags: str) -> list[dict]:
+    """`netplan allocate` of every spec at once: the clusters' leases once all succeeded
+    and `netplan check` finds the store sound."""
+    procs = [start("allocate", "-f", s, "--store", etcd.url, *flags, "-o", "json")
+             for s in specs]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    check = netplan("check", "--store", etcd.url)
+    assert check.returncode == 0, check.stdout + check.stderr
+    return [x for c in clusters for x in stored_leases(etcd, c)]
+
+
 def test_a_writer_that_lost_a_race_plans_again_holding_the_lock(etcd, tmp_path):
     mine = load_spec_file(write_spec(tmp_path / "m.yaml", "demo", ["a", "b"]))
     theirs = load_spec_file(write_spec(tmp_path / "t.yaml", "demo", ["x"], offset=10))
@@ -129,18 +142,11 @@ def test_racing_writers_queue_and_leave_no_lock_behind(etcd, tmp_path, writers):
     specs = [write_spec(tmp_path / f"w{w}.yaml", "demo",
                         [f"w{w}-node-{i:03d}" for i in range(300)], offset=w * 300)
              for w in range(writers)]
-    procs = [start("allocate", "-f", s, "--store", etcd.url, "--keep-removed", "-o", "json")
-             for s in specs]
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-    leases = stored_leases(etcd, "demo")
+    leases = race(etcd, specs, ["demo"], "--keep-removed")
     assert len(leases) == writers * 300
     assert_no_overlap(leases)
     with etcd.client() as client:
         assert client.get(LOCK)[0] is None
-    check = netplan("check", "--store", etcd.url)
-    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_a_long_wait_for_the_lock_is_said_on_stderr(etcd, tmp_path):
@@ -200,17 +206,11 @@ def test_a_claim_lost_to_another_cluster_is_made_again_holding_the_claims_lock(e
 def test_racing_clusters_queue_their_claims_and_leave_no_lock_behind(etcd, tmp_path,
                                                                      clusters):
     specs = [cluster_spec(tmp_path / f"c{c}.yaml", f"c{c}", c, 200) for c in range(clusters)]
-    procs = [start("allocate", "-f", s, "--store", etcd.url, "-o", "json") for s in specs]
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-    leases = [x for c in range(clusters) for x in stored_leases(etcd, f"c{c}")]
+    leases = race(etcd, specs, [f"c{c}" for c in range(clusters)])
     assert len(leases) == clusters * 200
     assert_no_overlap(leases)
     with etcd.client() as client:
         assert client.get(CLAIMS)[0] is None
-    check = netplan("check", "--store", etcd.url)
-    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_a_writer_lets_the_claims_lock_go_before_it_waits_for_its_clusters(etcd, tmp_path):
