@@ -680,15 +680,15 @@ class EtcdStore(Store):
             if claims:
                 compare.append(t.mod(self.root + "_guard") == expected_global)
                 ops = ops + [t.put(self.root + "_guard", "")]
-            ok, revision = self._txn(compare, ops + [t.put(guard, "")],
-                                     failure=[t.get(guard)] if claims else [])
+            ok, got = self._txn(compare, ops + [t.put(guard, "")],
+                                failure=[t.get(guard)] if claims else [])
             if not ok:
                 # Which guard moved: the failure branch read ours back.
-                held = claims and _mod_revision(revision[0]) == expected
+                held = claims and _mod_revision(got[0]) == expected
                 raise _Lost(progress=i > 0, cluster_moved=not held)
-            expected = revision
+            expected = got  # the revision the batch wrote
             if claims:
-                expected_global = revision
+                expected_global = got
             if i == last_claim:
                 claimed()
 
