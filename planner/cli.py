@@ -49,8 +49,14 @@ app = typer.Typer(
 def _out() -> Console:
     from rich.console import Console
 
+    class Output(Console):
+        def on_broken_pipe(self) -> None:
+            # The reader went away (`netplan show | head`): main() ends quietly. rich's own
+            # handler exits 1, which here would mean "the spec cannot be satisfied".
+            raise BrokenPipeError
+
     # Piped output is not cut to 80 columns: tables of addresses stay whole for grep and less.
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+    return Output(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 @cache
@@ -566,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
         _err().print("error: aborted", markup=False)
         return 130
     except BrokenPipeError:
+        # The command's work is done; what is left unprinted has no reader. Python would
+        # fail again flushing stdout on the way out: point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:  # a bug: say so in one line; --debug shows where
         if debug:

@@ -7,6 +7,7 @@ import json
 import re
 import sqlite3
 import stat
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -16,8 +17,10 @@ import yaml
 from cli_support import (
     BASE_SPEC,
     EXAMPLES,
+    NETPLAN,
     assert_one_error_line,
     assert_store_unchanged,
+    base_env,
     derive,
     sha256,
 )
@@ -629,3 +632,28 @@ def test_example_allocates_into_one_sound_store(netplan, files):
         assert chosen == {"pools[0].cidr": "192.168.0.0/16", "services.cidr": "10.112.0.0/12"}
         assert plans["staging"]["services"]["kubernetesIP"] == "10.112.0.1"
         assert plans["staging"]["services"]["dnsIP"] == "10.112.0.10"
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_a_reader_that_stops_early_ends_the_command_quietly(netplan, output):
+    """`netplan allocate | head`: the allocation stands, exit 0, nothing on stderr (rich
+    alone would exit 1, the code of a spec that cannot be satisfied), no error said."""
+    spec = {
+        "cluster": "demo",
+        "pools": [{"name": "pods-v4", "cidr": "10.128.0.0/9", "nodeMaskSize": 24}],
+        "nodes": [{"name": f"node-{i:04d}", "address": f"172.16.{i // 250}.{i % 250 + 1}"}
+                  for i in range(2000)],
+        "bgp": {"topology": "none"},
+    }
+    path = netplan.spec(spec)
+    store = netplan.cwd / "netplan.db"
+    for command in (["allocate", "-f", str(path)], ["show"]):
+        proc = subprocess.Popen(
+            [NETPLAN, *command, "--store", str(store), "-o", output], cwd=netplan.cwd,
+            env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.read(100)  # far less than the output, more than the pipe holds
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0, err
+        assert not re.search("error|Traceback|Exception", err), err
+    assert len(netplan.show(store, "--cluster", "demo")["nodes"]) == 2000
