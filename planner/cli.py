@@ -77,7 +77,8 @@ class PresetName(str, Enum):
     calico = "calico"
 
 
-SpecOpt = Annotated[str, typer.Option("--file", "-f", help="The spec (YAML).", metavar="SPEC")]
+SpecOpt = Annotated[str, typer.Option(
+    "--file", "-f", help="The spec (YAML); `-` reads it from standard input.", metavar="SPEC")]
 StoreOpt = Annotated[
     str,
     typer.Option("--store", envvar="NETPLAN_STORE",

@@ -6,6 +6,7 @@ Every error is an `InvalidInput` naming the field path (`pools[0].cidr`) and the
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,9 +140,13 @@ class _StrictLoader(_BaseLoader):
 
 
 def load_spec_file(path: str) -> Spec:
+    """The spec in a file; `-`: on standard input (`netplan init | netplan plan -f -`)."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        if path == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                raw = f.read()
     except OSError as exc:
         raise InvalidInput("spec", path, f"cannot be read: {exc.strerror or exc}") from None
     return load_spec_text(raw, path)

@@ -67,7 +67,7 @@ def base_env() -> dict[str, str]:
 
 
 def run_netplan(*args: str | os.PathLike, cwd: Path, env: dict[str, str] | None = None,
-                umask: int = -1) -> Result:
+                umask: int = -1, stdin: bytes | None = None) -> Result:
     if NETPLAN is None:
         pytest.fail("the `netplan` console script is neither next to sys.executable "
                     f"({Path(sys.executable).parent}) nor on PATH: install the project "
@@ -78,7 +78,7 @@ def run_netplan(*args: str | os.PathLike, cwd: Path, env: dict[str, str] | None 
         full_env.update(env)
     proc = subprocess.run(
         [NETPLAN, *argv], cwd=cwd, env=full_env, capture_output=True, timeout=60,
-        umask=umask,
+        umask=umask, input=stdin,
     )
     return Result(argv, proc.returncode, proc.stdout.decode("utf-8", "replace"),
                   proc.stderr.decode("utf-8", "replace"))
@@ -117,8 +117,8 @@ class Netplan:
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
 
-    def __call__(self, *args, env=None, umask: int = -1) -> Result:
-        return run_netplan(*args, cwd=self.cwd, env=env, umask=umask)
+    def __call__(self, *args, env=None, umask: int = -1, stdin: bytes | None = None) -> Result:
+        return run_netplan(*args, cwd=self.cwd, env=env, umask=umask, stdin=stdin)
 
     def spec(self, content, name: str = "spec.yaml") -> Path:
         return write_spec(self.cwd, content, name)

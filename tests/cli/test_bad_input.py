@@ -205,6 +205,13 @@ def test_missing_spec_file(netplan, populated_store):
     assert_store_unchanged(netplan, populated_store)
 
 
+def test_empty_spec_on_standard_input(netplan, populated_store):
+    r = netplan("allocate", "-f", "-", "--store", populated_store.path, stdin=b"")
+    line = assert_one_error_line(r, 2)
+    assert line == "error: spec: '-' is empty: it needs at least `cluster: NAME`"
+    assert_store_unchanged(netplan, populated_store)
+
+
 def test_spec_is_a_directory(netplan, populated_store):
     d = netplan.cwd / "spec.d"
     d.mkdir()

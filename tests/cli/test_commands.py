@@ -657,3 +657,18 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(netplan, output):
         assert proc.wait(timeout=60) == 0, err
         assert not re.search("error|Traceback|Exception", err), err
     assert len(netplan.show(store, "--cluster", "demo")["nodes"]) == 2000
+
+
+def test_the_spec_can_come_on_standard_input(netplan):
+    """`-f -`: `netplan init | netplan plan -f -`, as kubectl and friends read `-`."""
+    path = netplan.spec(BASE_SPEC)
+    from_file = netplan("plan", "-f", path, "-o", "json")
+    piped = netplan("plan", "-f", "-", "-o", "json", stdin=path.read_bytes())
+    assert from_file.returncode == piped.returncode == 0, piped.describe()
+    assert json.loads(piped.stdout) == json.loads(from_file.stdout)
+    store = netplan.cwd / "netplan.db"
+    allocated = netplan("allocate", "-f", "-", "--store", store, "-o", "json",
+                        stdin=path.read_bytes())
+    assert allocated.returncode == 0, allocated.describe()
+    assert [n["name"] for n in netplan.show(store, "--cluster", "demo")["nodes"]] == [
+        "node-a", "node-b", "node-c"]
