@@ -190,9 +190,11 @@ def _mapping(value: Any, path: str, allowed: tuple[str, ...]) -> dict:
 
 
 def _shown(value: Any) -> Any:
-    return value if isinstance(value, (str, int, float, bool)) or value is None else type(
-        value
-    ).__name__
+    """A value as an error names it: a mapping or list as the spec writes it (flow YAML,
+    cut short by InvalidInput), not as Python would."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
 
 
 def _list(value: Any, path: str) -> list:

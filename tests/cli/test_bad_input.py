@@ -76,6 +76,8 @@ CASES = [
     Case("only-comments", "# nothing here\n   # still nothing\n\n", ("spec",)),
     Case("binary-garbage", GARBAGE, ("spec",)),
     Case("top-level-list", "- cluster: demo\n- nodes: []\n", ("spec", "mapping")),
+    Case("nodes-a-mapping", "cluster: demo\nnodes: {name: node-a}\n",
+         ("nodes: '{name: node-a}' must be a list",)),
     # --- unknown keys -------------------------------------------------------------------
     Case("unknown-top-key", derive(lambda s: _set(s, "podz", [])), ("podz",)),
     Case("unknown-pool-key", derive(lambda s: _set(s["pools"][0], "mask", 24)),

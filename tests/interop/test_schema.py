@@ -21,7 +21,7 @@ from planner.spec import parse_spec
 CASES = load_bad_input_cases()
 
 SCHEMA_DETECTABLE = {
-    "empty-file", "only-comments", "top-level-list",
+    "empty-file", "only-comments", "top-level-list", "nodes-a-mapping",
     "unknown-top-key", "unknown-pool-key", "unknown-node-key", "unknown-bgp-key",
     "unknown-peer-key",
     "cidr-short-address", "cidr-prefix-over-32", "cidr-non-ascii-digits",
