@@ -457,7 +457,7 @@ def scenario_announce(quick: bool) -> list[dict]:
         for routes, runs in sizes:
             samples: dict[str, list[Announced]] = {"netplan": [], "batched": [], "pinged": [],
                                                 "single": []}
-            for run in range(runs):  # interleaved: the three see the same machine
+            for run in range(runs):  # interleaved: all four see the same machine
                 for kind, got in samples.items():
                     got.append(announce_once(kind, routes, Path(tmp) / f"{kind}-{routes}-{run}",
                                              bird_bin, birdc_bin))

@@ -636,8 +636,8 @@ def test_example_allocates_into_one_sound_store(netplan, files):
 
 @pytest.mark.parametrize("output", ["table", "json"])
 def test_a_reader_that_stops_early_ends_the_command_quietly(netplan, output):
-    """`netplan allocate | head`: the allocation stands, exit 0, nothing on stderr (rich
-    alone would exit 1, the code of a spec that cannot be satisfied), no error said."""
+    """`netplan allocate | head`: the allocation stands, exit 0 (rich alone would exit 1,
+    the code of a spec that cannot be satisfied), no error said (warnings may be)."""
     spec = {
         "cluster": "demo",
         "pools": [{"name": "pods-v4", "cidr": "10.128.0.0/9", "nodeMaskSize": 24}],
@@ -651,7 +651,7 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(netplan, output):
         proc = subprocess.Popen(
             [NETPLAN, *command, "--store", str(store), "-o", output], cwd=netplan.cwd,
             env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        proc.stdout.read(100)  # far less than the output, more than the pipe holds
+        proc.stdout.read(100)  # then closed: the output, more than a pipe holds, has no reader
         proc.stdout.close()
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=60) == 0, err
