@@ -156,7 +156,7 @@ def _plan_command(spec_path: str, store_url: str, output: Output, keep_removed: 
                     plan = build_plan(spec, snapshot, keep_removed)
                     return plan.write(), plan
 
-                plan = store.update(step)
+                plan = store.update(step, cluster=spec.cluster)
             else:
                 plan = build_plan(spec, store.snapshot(), keep_removed)
         phase("planning BGP sessions")
@@ -254,7 +254,8 @@ def release(
         # Checked on a snapshot first: an unknown cluster must not create the store.
         if cluster not in s.snapshot().clusters:
             raise InvalidInput("--cluster", cluster, "is not a cluster of the store")
-        freed, missing = s.update(lambda snap: release_write(snap, cluster, nodes, all_))
+        freed, missing = s.update(lambda snap: release_write(snap, cluster, nodes, all_),
+                                  cluster=cluster)
     _warn(f"node {n} holds no lease in cluster {cluster}" for n in missing)
     for lease in freed:
         _out().print(f"released {lease.node} {lease.pool} {lease.cidr}", markup=False)

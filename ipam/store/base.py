@@ -149,10 +149,13 @@ class Store(ABC):
         """Everything the store holds; never creates the store."""
 
     @abstractmethod
-    def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]]) -> R:
+    def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]],
+               cluster: str | None = None) -> R:
         """Run plan on a fresh snapshot and apply its write atomically; return its result.
 
         plan must be pure: a store may run it again when a concurrent writer won a race.
+        cluster: the cluster plan writes, when the caller knows it: a store whose writers
+        race (etcd) queues them on it before reading.
         """
 
     @abstractmethod

@@ -46,14 +46,19 @@ or a node key with addresses the node did not have, also compares and bumps the 
 range both plan without the other, and only the first claim written lands; the other
 re-plans, sees the first cluster and reports the conflict.
 
-Writers that race queue: a run that lost a race takes the cluster's writers' lock before it
-reads again, and a run whose first read finds the lock held takes it before it writes.
-Without the lock, eight allocators starting together re-read and re-plan in turn after
-each lost race, and most of their work is thrown away; with it they take turns. The lock
-orders writers, it does not make them correct: every batch is still compared and swapped,
-so a writer that waited LOCK_WAIT seconds goes on without it, and a holder that dies
-releases it when its etcd lease expires (LOCK_TTL seconds; a live holder keeps it alive).
-Unraced runs never touch it.
+Writers of a cluster take turns on its writers' lock. `allocate` and `release` name their
+cluster and take the lock before they read, in one transaction that creates the lock key
+and reads the store (the same goes for every lock a run takes: it always reads again); the
+run's last batch deletes the key (while it is still ours), so that the next writer's turn
+begins as this one's ends. A caller that names no cluster takes the lock once a race says
+writers are queued: after it lost one, or when its read finds the lock held. Without the
+lock, eight allocators starting together re-read and re-plan in turn after each lost race,
+and most of their work is thrown away; with it they take turns. The lock orders writers,
+it does not make them correct: every batch is still compared and swapped, so a writer that
+waited LOCK_WAIT seconds goes on without it (and does not wait for it again), and a holder
+that dies releases it when its etcd lease expires (LOCK_TTL seconds; a live holder keeps it
+alive). An unraced run pays some 3 ms for it on a local etcd: a lease's grant and revoke,
+and the lock key's put.
 
 Clusters race too: every batch that claims ranges goes through the global guard, so writers
 of different clusters that start together lose to each other's claims, each re-reading and
@@ -125,6 +130,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import grpc
 import pyetcd
+from pyetcd import etcdrpc
 from pyetcd import exceptions as etcd_errors
 from pyetcd.events import PutEvent
 from pyetcd.utils import prefix_range_end
@@ -137,8 +143,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
-# Every batch ends with the cluster guard's put and may bump the global guard.
-BATCH_OPS = MAX_TXN_OPS - 2
+# Every batch ends with the cluster guard's put and may bump the global guard; the last
+# may let the writers' lock go.
+BATCH_OPS = MAX_TXN_OPS - 3
 # Keys and values a transaction carries at most: etcd refuses requests above 1.5 MiB
 # (--max-request-bytes); 126 node pages of a few KiB each stay well below it.
 BATCH_BYTES = 1 << 20
@@ -161,6 +168,10 @@ GRPC_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200),
                 # most 512 nodes, 50 KiB) each, well past gRPC's default 4 MiB. etcd sends
                 # any size.
                 ("grpc.max_receive_message_length", 128 << 20)]
+
+
+# A range's first page read by a transaction: (the transaction's revision, the page).
+_FirstPage = tuple[int, etcdrpc.RangeResponse]
 
 
 class _Compacted(Exception):
@@ -483,29 +494,39 @@ class EtcdStore(Store):
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _range(self, prefix: str) -> tuple[int, list]:
-        """Every key under prefix at one revision, read in pages: (revision, kvs)."""
+    def _range(self, prefix: str, first: _FirstPage | None = None) -> tuple[int, list]:
+        """Every key under prefix at one revision, read in pages: (revision, kvs).
+        first: the first page of prefix's range_op, read already (with a lock's take)."""
 
         def read(client: pyetcd.MultiEndpointEtcd3Client) -> tuple[int, list]:
             kvs: list = []
-            start, end = prefix.encode(), prefix_range_end(prefix.encode())
-            revision = None
+            end = prefix_range_end(prefix.encode())
+            if first is not None:
+                revision, resp = first
+            else:
+                resp = client.get_range_response(prefix.encode(), end, limit=PAGE)
+                revision = resp.header.revision
             while True:
-                resp = client.get_range_response(start, end, limit=PAGE, revision=revision)
-                revision = revision or resp.header.revision
                 kvs.extend(resp.kvs)
                 if not resp.more:
                     return revision, kvs
-                start = resp.kvs[-1].key + b"\0"
+                resp = client.get_range_response(resp.kvs[-1].key + b"\0", end, limit=PAGE,
+                                                 revision=revision)
 
         while True:
             try:
                 return self._etcd.call(f"read {prefix}", read)
             except _Compacted:
-                continue  # compacted between two pages: read again at the newest revision
+                first = None  # compacted between two pages: read again at the newest revision
 
-    def _read(self) -> tuple[Snapshot, _Meta]:
-        revision, kvs = self._range(self.root)
+    @staticmethod
+    def _range_op(prefix: str) -> etcdrpc.RequestOp:
+        """The first page of prefix's keys, as an operation of a transaction."""
+        return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(
+            key=prefix.encode(), range_end=prefix_range_end(prefix.encode()), limit=PAGE))
+
+    def _read(self, first: _FirstPage | None = None) -> tuple[Snapshot, _Meta]:
+        revision, kvs = self._range(self.root, first)
         with gc_paused():
             return self._parse(revision, kvs)
 
@@ -586,10 +607,15 @@ class EtcdStore(Store):
 
     # --- writing ---------------------------------------------------------------------------
 
-    def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]]) -> R:
+    def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]],
+               cluster: str | None = None) -> R:
+        """cluster, the one plan writes: its writers' lock is taken before the first read
+        (see the top); without it, only once a race says that writers are queued."""
         lost = 0
         lock: _WritersLock | None = None  # the cluster's writers' lock
         claims: _WritersLock | None = None  # the store's claims lock (see the top)
+        first: _FirstPage | None = None  # the next read's first page, read taking a lock
+        waited_out: set[str] = set()  # locks waited for LOCK_WAIT in vain: not waited again
 
         def release_claims() -> None:
             nonlocal claims
@@ -597,15 +623,28 @@ class EtcdStore(Store):
                 claims.release()
                 claims = None
 
+        def take(key: str) -> _WritersLock | None:
+            # Every lock is taken to read again: the transaction that takes it reads too.
+            nonlocal first
+            if key in waited_out:
+                return None
+            taken, first = _WritersLock.take(self._etcd, key, then=[self._range_op(self.root)])
+            if taken is None:
+                waited_out.add(key)
+            return taken
+
         def take_cluster_lock(cluster: str) -> _WritersLock | None:
             # Never wait for a cluster's lock holding the claims lock: its holder may be
             # waiting for the claims lock.
             release_claims()
-            return _WritersLock.take(self._etcd, self._key(cluster, "lock"))
+            return take(self._key(cluster, "lock"))
 
         try:
+            if cluster is not None:
+                lock = take_cluster_lock(cluster)
             while True:
-                snapshot, meta = self._read()
+                snapshot, meta = self._read(first)
+                first = None
                 write, result = plan(snapshot)
                 if write is None:
                     return result
@@ -615,7 +654,7 @@ class EtcdStore(Store):
                     if lock is not None:
                         continue  # our turn: plan again from what they wrote
                 try:
-                    self._apply(write, meta, claimed=release_claims)
+                    self._apply(write, meta, claimed=release_claims, lock=lock)
                     return result
                 except _Lost as exc:
                     self._lost_races += 1
@@ -625,17 +664,28 @@ class EtcdStore(Store):
                             f"etcd {self._etcd.where}: cluster {write.cluster}: lost {lost} "
                             "races in a row against other writers; try again") from None
                     cluster_moved = exc.cluster_moved
+                # Holding the lock that orders our rivals, go again at once: a race lost
+                # then is to a writer that does not queue (it began before the lock was
+                # taken, or waited it out), and a pause would keep the writers queued
+                # behind us waiting.
                 if not cluster_moved:
-                    if claims is None:
-                        claims = _WritersLock.take(self._etcd, self.root + "_lock")
+                    claims = claims or take(self.root + "_lock")
                     if claims is not None:
                         continue
-                elif lock is None:
-                    lock = take_cluster_lock(write.cluster)
+                else:
+                    lock = lock or take_cluster_lock(write.cluster)
                     if lock is not None:
                         continue
                 # Jittered, growing pause: racing writers re-plan at different moments.
                 time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** min(lost, 6))))
+        except StoreUnavailable:
+            # Letting go would wait out the timeout again, to say the same: the locks
+            # lapse with their etcd leases.
+            for held in (lock, claims):
+                if held is not None:
+                    held.abandon()
+            lock = claims = None
+            raise
         finally:
             release_claims()
             if lock is not None:
@@ -654,9 +704,11 @@ class EtcdStore(Store):
         return self._etcd.call("transaction", run)
 
     def _apply(self, write: ClusterWrite, meta: _Meta,
-               claimed: Callable[[], None] = lambda: None) -> None:
+               claimed: Callable[[], None] = lambda: None,
+               lock: _WritersLock | None = None) -> None:
         """Write the plan in batches (see the top); claimed() once no batch that claims
-        ranges is left to write."""
+        ranges is left to write. lock: the cluster's writers' lock, which the last batch
+        lets go, so that the next writer's turn begins as ours ends."""
         t = pyetcd.Transactions()
         guard = self._key(write.cluster, "guard")
         expected = meta.guards.get(write.cluster, 0)
@@ -675,6 +727,11 @@ class EtcdStore(Store):
         last_claim = max((i for i, (claims, _) in enumerate(batches) if claims), default=-1)
         if last_claim < 0:
             claimed()
+        if lock is not None and batches:
+            # Only while the key is still ours: had our lock lapsed, it is another's now.
+            batches[-1][1].append(pyetcd.transactions.Txn(
+                compare=[t.mod(lock.key) == lock.revision], success=[t.delete(lock.key)],
+                failure=[]))
         for i, (claims, ops) in enumerate(batches):
             compare = [t.mod(guard) == expected]
             if claims:
@@ -788,7 +845,8 @@ class EtcdStore(Store):
                 raise StoreError(
                     f"cluster {cluster}: node {nodes[0]} (with {len(nodes) - 1} others its "
                     f"CIDRs move between) needs {len(ops)} operations in one transaction, "
-                    f"more than etcd takes ({MAX_TXN_OPS})")
+                    f"more than a transaction holds ({BATCH_OPS} beside the guards, etcd's "
+                    f"--max-txn-ops {MAX_TXN_OPS})")
             size = sum(len(op.key) + len(getattr(op, "value", "")) for op in ops)
             if len(ops) > room or size > room_bytes:
                 batches.append((False, []))
@@ -872,52 +930,75 @@ class _WritersLock:
     """The writers' lock of a cluster: an etcd key tied to an etcd lease of LOCK_TTL
     seconds, kept alive by a thread while held (see the top)."""
 
-    def __init__(self, etcd: _Etcd, key: str, lease_id: int) -> None:
+    def __init__(self, etcd: _Etcd, key: str, lease_id: int, revision: int) -> None:
         self._etcd = etcd
-        self._key = key
+        self.key = key
         self._lease_id = lease_id
+        self.revision = revision  # the lock key's mod revision: it is ours while that holds
         self._done = threading.Event()
         self._keepalive = threading.Thread(target=self._refresh, daemon=True,
                                            name=f"netplan lock {key}")
         self._keepalive.start()
 
     @classmethod
-    def take(cls, etcd: _Etcd, key: str) -> _WritersLock | None:
+    def take(cls, etcd: _Etcd, key: str, then: list[etcdrpc.RequestOp] = ()
+             ) -> tuple[_WritersLock | None, _FirstPage | None]:
         """Wait for the lock; None after LOCK_WAIT seconds without it (the caller goes on
-        without: the lock orders writers, the compare-and-swap keeps them correct)."""
+        without: the lock orders writers, the compare-and-swap keeps them correct).
+        then: range operations run by the transaction that takes the lock (a read that
+        needs it saves a round trip); with the lock, the first one's (revision, reply)."""
         began = time.monotonic()
         deadline, said = began + LOCK_WAIT, False
-        lease_id = etcd.call("grant a lease", lambda c: c.lease(LOCK_TTL)).id
         t = pyetcd.Transactions()
+        holder = f"{os.getpid()}@{os.uname().nodename}".encode()
 
-        def create(client: pyetcd.MultiEndpointEtcd3Client) -> tuple[bool, int, bytes]:
-            ok, responses = client.transaction(
-                compare=[t.create(key) == 0],
-                success=[t.put(key, f"{os.getpid()}@{os.uname().nodename}", lease=lease_id)],
-                failure=[t.get(key)])
-            if ok:
-                return True, 0, b""
-            held = responses[0]  # the holder's key, or nothing if it went meanwhile
-            return False, *((held[0][1].mod_revision, held[0][0]) if held else (0, b""))
+        def create(client: pyetcd.MultiEndpointEtcd3Client) -> tuple[bool, int, object]:
+            request = etcdrpc.TxnRequest(
+                compare=[(t.create(key) == 0).build_message()],
+                success=[etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
+                    key=key.encode(), value=holder, lease=lease_id)), *then],
+                failure=[etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(
+                    key=key.encode()))])
+            reply = client.kvstub.Txn(request, client.timeout,
+                                      credentials=client.call_credentials,
+                                      metadata=client.metadata)
+            if reply.succeeded:
+                return True, reply.header.revision, [r.response_range for r in
+                                                     reply.responses[1:]]
+            held = reply.responses[0].response_range.kvs  # gone meanwhile: empty
+            return False, *((held[0].mod_revision, held[0].value) if held else (0, b""))
 
+        def grant() -> int:
+            return etcd.call("grant a lease", lambda c: c.lease(LOCK_TTL)).id
+
+        def alive() -> bool:
+            replies = etcd.call("keep a lease alive", lambda c: list(c.refresh_lease(lease_id)))
+            return bool(replies) and replies[-1].TTL > 0
+
+        lease_id, kept = grant(), time.monotonic()
         while True:
-            ok, revision, holder = etcd.call(f"take the lock {key}", create)
+            if time.monotonic() - kept > LOCK_TTL / 3:
+                # Waiting for the lock, our etcd lease must outlive the wait, or the key
+                # we create with it is refused.
+                lease_id = lease_id if alive() else grant()
+                kept = time.monotonic()
+            ok, revision, got = etcd.call(f"take the lock {key}", create)
             if ok:
-                return cls(etcd, key, lease_id)
+                return cls(etcd, key, lease_id, revision), (revision, got[0]) if then else None
             now = time.monotonic()
             left = deadline - now
             if left <= 0:
                 log.warning("%s: waited %gs; writing without the lock", key, LOCK_WAIT)
-                etcd.call("revoke a lease", lambda c: c.revoke_lease(lease_id))
-                return None
+                etcd.call("revoke a lease", lambda c, lease=lease_id: c.revoke_lease(lease))
+                return None, None
             if not said and now - began > LOCK_SAY:
                 # Turns are short; a long wait is a big run, or a holder that died (its lock
                 # lapses within LOCK_TTL seconds): the user should know why nothing moves.
                 log.warning("%s: waiting for the writer that holds it (%s)", key,
-                            holder.decode(errors="replace"))
+                            got.decode(errors="replace"))
                 said = True
             if revision:
-                wait = min(left, LOCK_TTL if said else LOCK_SAY)
+                wait = min(left, LOCK_TTL / 3 if said else LOCK_SAY)
                 etcd.call(f"wait for the lock {key}", functools.partial(
                     _changed, key=key, revision=revision + 1, timeout=wait))
 
@@ -929,10 +1010,14 @@ class _WritersLock:
             except StoreError:
                 return  # the lock may lapse: writes stay compare-and-swapped all the same
 
+    def abandon(self) -> None:
+        """Stop keeping the lock alive: it lapses within LOCK_TTL seconds."""
+        self._done.set()
+
     def release(self) -> None:
         self._done.set()
         try:
-            self._etcd.call(f"release the lock {self._key}",
+            self._etcd.call(f"release the lock {self.key}",
                             lambda c: c.revoke_lease(self._lease_id))
         except StoreError as exc:  # it lapses after LOCK_TTL seconds
             log.warning("%s", exc)

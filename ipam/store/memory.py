@@ -34,7 +34,8 @@ class MemoryStore(Store):
         with self._changed:
             return Snapshot(dict(self._clusters), self._next_seq, self._revision)
 
-    def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]]) -> R:
+    def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]],
+               cluster: str | None = None) -> R:
         with self._changed:
             write, result = plan(Snapshot(dict(self._clusters), self._next_seq, self._revision))
             if write is not None:

@@ -126,7 +126,8 @@ class SQLiteStore(Store):
         finally:
             conn.close()
 
-    def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]]) -> R:
+    def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]],
+               cluster: str | None = None) -> R:
         if not os.path.exists(self.path):
             # A run that fails, or has nothing to write, must not leave a new file behind:
             # plan against the empty store first; create it only for a real write (and

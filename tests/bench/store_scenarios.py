@@ -181,7 +181,7 @@ def netplan_allocate(url: str, prefix: str, spec, keep_removed: bool = False):
         plan = build_plan(spec, snapshot, keep_removed)
         return plan.write(), plan
 
-    return store, lambda: store.update(step)
+    return store, lambda: store.update(step, cluster=spec.cluster)
 
 
 def raw_create_only(client, prefix: str, nodes: list[str]) -> None:

@@ -48,14 +48,29 @@ def allocate_in_thread(etcd, spec: str) -> tuple[threading.Thread, dict]:
     outcome: dict = {}
 
     def run() -> None:
-        with open_store(etcd.url, StoreOptions()) as store:
-            parsed = load_spec_file(spec)
-            store.update(lambda snap: ((p := build_plan(parsed, snap)).write(), p))
-            outcome["done"] = time.monotonic()
+        try:
+            with open_store(etcd.url, StoreOptions()) as store:
+                parsed = load_spec_file(spec)
+                store.update(lambda snap: ((p := build_plan(parsed, snap)).write(), p),
+                             cluster=parsed.cluster)
+                outcome["done"] = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - the test says what went wrong
+            outcome["error"] = exc
 
     thread = threading.Thread(target=run)
     thread.start()
     return thread, outcome
+
+
+def allocate_behind_a_held_lock(etcd, tmp_path, before: list[str], after: list[str]):
+    """Nodes `before` allocated, the lock held by another writer (an etcd lease of 60 s),
+    and a writer of nodes `after` started: (raw client, the holder's lease, thread,
+    outcome)."""
+    spec = write_spec(tmp_path / "s.yaml", "demo", before)
+    assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
+    client, lease = hold_lock(etcd, ttl=60)
+    thread, outcome = allocate_in_thread(etcd, write_spec(tmp_path / "s.yaml", "demo", after))
+    return client, lease, thread, outcome
 
 
 def race(etcd, specs: list[str], clusters: list[str], *flags: str) -> list[dict]:
@@ -92,12 +107,9 @@ def test_a_writer_that_lost_a_race_plans_again_holding_the_lock(etcd, tmp_path):
 
 
 def test_a_writer_waits_while_the_lock_is_held_and_goes_once_it_is_released(etcd, tmp_path):
-    spec = write_spec(tmp_path / "s.yaml", "demo", ["a", "b"])
-    assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
-    client, lease = hold_lock(etcd, ttl=60)
-    spec = write_spec(tmp_path / "s.yaml", "demo", ["a", "b", "c"])
-    thread, outcome = allocate_in_thread(etcd, spec)
-    time.sleep(3.0)  # past LOCK_SAY: the writer now waits on its watch alone (up to 10 s)
+    client, lease, thread, outcome = allocate_behind_a_held_lock(
+        etcd, tmp_path, ["a", "b"], ["a", "b", "c"])
+    time.sleep(3.0)  # past LOCK_SAY: the writer now waits on its watch alone
     assert "done" not in outcome and len(stored_leases(etcd, "demo")) == 2
     released = time.monotonic()
     lease.revoke()
@@ -124,11 +136,8 @@ def test_a_lock_whose_holder_died_lapses_with_its_etcd_lease(etcd, tmp_path):
 
 def test_a_writer_goes_on_without_a_lock_it_waited_too_long_for(etcd, tmp_path, monkeypatch):
     monkeypatch.setattr(etcd_store, "LOCK_WAIT", 0.5)
-    spec = write_spec(tmp_path / "s.yaml", "demo", ["a"])
-    assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
-    client, lease = hold_lock(etcd, ttl=60)
-    spec = write_spec(tmp_path / "s.yaml", "demo", ["a", "b"])
-    thread, outcome = allocate_in_thread(etcd, spec)
+    client, lease, thread, outcome = allocate_behind_a_held_lock(
+        etcd, tmp_path, ["a"], ["a", "b"])
     thread.join(timeout=30)
     # Written by compare-and-swap all the same; the lock is still the other writer's.
     assert "done" in outcome and len(stored_leases(etcd, "demo")) == 2
@@ -196,7 +205,7 @@ def test_a_claim_lost_to_another_cluster_is_made_again_holding_the_claims_lock(e
         assert reads[0] == (None, None)
         assert reads[1][0].startswith(b"%d@" % os.getpid()) and reads[1][1] is None
         # the lost batch; again under the lock, the record, node pages and the first leases;
-        # then the rest of the 300 leases (126 operations a batch) without it
+        # then the rest of the 300 leases (125 operations a batch) without it
         assert writes == [False, True, False, False], writes
         assert client.get(CLAIMS)[0] is None
     assert len(stored_leases(etcd, "demo")) == 300 and len(stored_leases(etcd, "other")) == 3
@@ -238,3 +247,48 @@ def test_a_writer_lets_the_claims_lock_go_before_it_waits_for_its_clusters(etcd,
         assert client.get(CLAIMS)[0] is None and client.get(LOCK)[0] is None
     assert sorted(x["node"] for x in stored_leases(etcd, "demo")) == [
         "demo-000", "demo-001", "demo-002", "demo-100"]
+
+
+def test_a_writer_keeps_its_etcd_lease_alive_while_it_waits_for_the_lock(etcd, tmp_path,
+                                                                         monkeypatch):
+    """Its lock key is created with that lease: one expired while waiting is refused."""
+    monkeypatch.setattr(etcd_store, "LOCK_TTL", 2)
+    client, lease, thread, outcome = allocate_behind_a_held_lock(
+        etcd, tmp_path, ["a"], ["a", "b"])
+    time.sleep(5.0)  # more than twice the writer's lease
+    lease.revoke()
+    thread.join(timeout=30)
+    assert "done" in outcome, outcome
+    assert sorted(x["node"] for x in stored_leases(etcd, "demo")) == ["a", "b"]
+    client.close()
+
+
+def test_allocate_takes_the_lock_as_it_reads_and_lets_it_go_with_its_last_batch(etcd,
+                                                                                 tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", "demo", [f"n{i:03d}" for i in range(300)])
+    r = netplan("allocate", "-f", spec, "--store", etcd.url)
+    assert r.returncode == 0, r.stderr
+    with etcd.client() as client:
+        first = client.get("/netplan/demo/record")[1].mod_revision  # the first batch
+        last = client.get("/netplan/demo/guard")[1].mod_revision  # the third and last
+        assert last == first + 2
+        # Taken (and the store read) by the transaction just before the first batch.
+        held, meta = client.get(LOCK, revision=first - 1)
+        assert held is not None and meta.create_revision == first - 1
+        assert client.get(LOCK, revision=last - 1)[0] == held
+        assert client.get(LOCK, revision=last)[0] is None
+
+
+def test_the_last_batch_lets_the_lock_go_only_while_it_is_ours(etcd, tmp_path):
+    spec = load_spec_file(write_spec(tmp_path / "s.yaml", "demo", ["a"]))
+    with open_store(etcd.url, StoreOptions()) as store, etcd.client() as client:
+        mine, _ = etcd_store._WritersLock.take(store._etcd, LOCK)
+        mine.abandon()
+        client.delete(LOCK)  # our lock lapsed, and another writer took it
+        lease = client.lease(60)
+        client.put(LOCK, "other", lease=lease)
+        snapshot, meta = store._read()
+        store._apply(build_plan(spec, snapshot).write(), meta, lock=mine)
+        assert client.get(LOCK)[0] == b"other"
+        lease.revoke()
+    assert [x["node"] for x in stored_leases(etcd, "demo")] == ["a"]
