@@ -918,12 +918,26 @@ def _released_json(entry: Released) -> str:
                        "seq": entry.seq}, sort_keys=True)
 
 
-def _changed(client: pyetcd.MultiEndpointEtcd3Client, key: str, revision: int,
+def _changed(client: pyetcd.MultiEndpointEtcd3Client, key: str, held: int,
              timeout: float) -> None:
-    """Return once key changes from revision on (the holder's release, or its lease
-    expiring), or after timeout seconds."""
-    with contextlib.suppress(etcd_errors.WatchTimedOut):
-        client.watch_once(key, timeout=timeout, start_revision=revision)
+    """Return once key is no longer the one created at revision held (its holder let it
+    go, or its lease expired), or after timeout seconds.
+
+    The watch starts from now, not from held: etcd delivers a watch that starts in the past
+    only at its next sync of such watches, every 100 ms, and a holder writing its batches
+    moves the store past any revision we could name. A release before the watch began
+    sends no event, so the key is read again once the watch is in place.
+    """
+    events: queue.Queue = queue.Queue()
+    watch_id = client.add_watch_callback(key, events.put)
+    try:
+        value, meta = client.get(key)
+        if value is None or meta.mod_revision != held:
+            return
+        with contextlib.suppress(queue.Empty):
+            events.get(timeout=timeout)
+    finally:
+        client.cancel_watch(watch_id)
 
 
 class _WritersLock:
@@ -1000,7 +1014,7 @@ class _WritersLock:
             if revision:
                 wait = min(left, LOCK_TTL / 3 if said else LOCK_SAY)
                 etcd.call(f"wait for the lock {key}", functools.partial(
-                    _changed, key=key, revision=revision + 1, timeout=wait))
+                    _changed, key=key, held=revision, timeout=wait))
 
     def _refresh(self) -> None:
         while not self._done.wait(LOCK_TTL / 3):

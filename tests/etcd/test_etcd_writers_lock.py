@@ -292,3 +292,20 @@ def test_the_last_batch_lets_the_lock_go_only_while_it_is_ours(etcd, tmp_path):
         assert client.get(LOCK)[0] == b"other"
         lease.revoke()
     assert [x["node"] for x in stored_leases(etcd, "demo")] == ["a"]
+
+
+@pytest.mark.parametrize("gone", ["released", "taken by another"])
+def test_a_waiter_sees_a_change_made_before_its_watch_began(etcd, gone):
+    """Its watch starts from now (one from the past waits for etcd's next sync of such
+    watches, every 100 ms), so no event comes of such a change: it reads the key again once
+    the watch is in place. Without that read, this waits out the timeout."""
+    with etcd.client() as client:
+        lease = client.lease(60)
+        client.put(LOCK, "holder", lease=lease)
+        held = client.get(LOCK)[1].mod_revision
+        lease.revoke()
+        if gone == "taken by another":
+            client.put(LOCK, "next", lease=client.lease(60))
+        began = time.monotonic()
+        etcd_store._changed(client, LOCK, held, timeout=30)
+        assert time.monotonic() - began < 5  # not the timeout
