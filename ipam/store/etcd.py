@@ -14,9 +14,10 @@ Keys, all under the prefix (`--etcd-prefix`, default /netplan):
     <prefix>/<cluster>/leases/<pool>/<node>    one lease (codec.lease_to_json)
     <prefix>/<cluster>/released/<pool>/<cidr>  history: a freed CIDR and its release seq
     <prefix>/<cluster>/ttl/<pool>/<node>       a lease tied to an etcd lease (attach_ttl)
-    <prefix>/<cluster>/lock                    the writers' lock, "pid@host" of its holder,
-                                               tied to an etcd lease of LOCK_TTL seconds
-    <prefix>/_lock                             the claims lock, likewise
+    <prefix>/<cluster>/lock/<etcd lease id>    the writers' lock: a writer's place in its
+                                               queue, "pid@host", tied to that etcd lease
+                                               (LOCK_TTL seconds); the first created holds it
+    <prefix>/_lock/<etcd lease id>             the claims lock, likewise
 
 Cluster names cannot start with `_`, so `_guard` and `_lock` never collide with a cluster.
 
@@ -46,19 +47,22 @@ or a node key with addresses the node did not have, also compares and bumps the 
 range both plan without the other, and only the first claim written lands; the other
 re-plans, sees the first cluster and reports the conflict.
 
-Writers of a cluster take turns on its writers' lock. `allocate` and `release` name their
-cluster and take the lock before they read, in one transaction that creates the lock key
-and reads the store (the same goes for every lock a run takes: it always reads again); the
-run's last batch deletes the key (while it is still ours), so that the next writer's turn
-begins as this one's ends. A caller that names no cluster takes the lock once a race says
-writers are queued: after it lost one, or when its read finds the lock held. Without the
-lock, eight allocators starting together re-read and re-plan in turn after each lost race,
-and most of their work is thrown away; with it they take turns. The lock orders writers,
-it does not make them correct: every batch is still compared and swapped, so a writer that
-waited LOCK_WAIT seconds goes on without it (and does not wait for it again), and a holder
-that dies releases it when its etcd lease expires (LOCK_TTL seconds; a live holder keeps it
-alive). An unraced run pays some 3 ms for it on a local etcd: a lease's grant and revoke,
-and the lock key's put.
+Writers of a cluster take turns on its writers' lock, a queue in the manner of etcd's own
+mutex: each writer creates a key of its own under `<cluster>/lock/`, the first created
+holds the lock, and each of the others waits for the key created just before its own to
+go. `allocate` and `release` name their cluster and queue before they read: when the queue
+is empty, the transaction that creates their key reads the store too (and so does every
+lock a run takes: it always reads again). The run's last batch deletes its key, so the
+next writer's turn begins as this one's ends, with no write of its own: a release wakes
+one writer, not all. A caller that names no cluster queues once a race says writers are
+queued: after it lost one, or when its read finds a key in the queue. Without the lock,
+eight allocators starting together re-read and re-plan in turn after each lost race, and
+most of their work is thrown away; with it they take turns. The lock orders writers, it
+does not make them correct: every batch is still compared and swapped, so a writer that
+waited LOCK_WAIT seconds goes on without it (and does not wait for it again), and a
+writer that dies leaves the queue when its etcd lease expires (LOCK_TTL seconds; a live
+writer keeps it alive, waiting or holding). An unraced run pays for it a lease grant and a
+put in the transaction that reads: some 1.5 ms on a local etcd.
 
 Clusters race too: every batch that claims ranges goes through the global guard, so writers
 of different clusters that start together lose to each other's claims, each re-reading and
@@ -655,6 +659,11 @@ class EtcdStore(Store):
                         continue  # our turn: plan again from what they wrote
                 try:
                     self._apply(write, meta, claimed=release_claims, lock=lock)
+                    if lock is not None:
+                        # The last batch deleted our key: its etcd lease, holding nothing
+                        # now, expires on its own, without a revoke's round trip.
+                        lock.abandon()
+                        lock = None
                     return result
                 except _Lost as exc:
                     self._lost_races += 1
@@ -728,10 +737,7 @@ class EtcdStore(Store):
         if last_claim < 0:
             claimed()
         if lock is not None and batches:
-            # Only while the key is still ours: had our lock lapsed, it is another's now.
-            batches[-1][1].append(pyetcd.transactions.Txn(
-                compare=[t.mod(lock.key) == lock.revision], success=[t.delete(lock.key)],
-                failure=[]))
+            batches[-1][1].append(t.delete(lock.key))
         for i, (claims, ops) in enumerate(batches):
             compare = [t.mod(guard) == expected]
             if claims:
@@ -941,80 +947,90 @@ def _changed(client: pyetcd.MultiEndpointEtcd3Client, key: str, held: int,
 
 
 class _WritersLock:
-    """The writers' lock of a cluster: an etcd key tied to an etcd lease of LOCK_TTL
-    seconds, kept alive by a thread while held (see the top)."""
+    """A writer's place in the queue of a lock: its key `<queue>/<etcd lease id>`, tied to
+    that etcd lease of LOCK_TTL seconds, which a thread keeps alive from the moment the key
+    is created (see the top). The writer whose key was created first holds the lock; each
+    of the others waits for the key created just before its own to go, so that a release
+    wakes one writer, and it holds the lock without another write."""
 
-    def __init__(self, etcd: _Etcd, key: str, lease_id: int, revision: int) -> None:
+    def __init__(self, etcd: _Etcd, key: str, lease_id: int) -> None:
         self._etcd = etcd
         self.key = key
         self._lease_id = lease_id
-        self.revision = revision  # the lock key's mod revision: it is ours while that holds
         self._done = threading.Event()
         self._keepalive = threading.Thread(target=self._refresh, daemon=True,
                                            name=f"netplan lock {key}")
         self._keepalive.start()
 
     @classmethod
-    def take(cls, etcd: _Etcd, key: str, then: list[etcdrpc.RequestOp] = ()
+    def take(cls, etcd: _Etcd, queue: str, then: list[etcdrpc.RequestOp] = ()
              ) -> tuple[_WritersLock | None, _FirstPage | None]:
         """Wait for the lock; None after LOCK_WAIT seconds without it (the caller goes on
         without: the lock orders writers, the compare-and-swap keeps them correct).
-        then: range operations run by the transaction that takes the lock (a read that
-        needs it saves a round trip); with the lock, the first one's (revision, reply)."""
+        then: range operations run by the transaction that joins the queue when the queue
+        is empty (a read that needs the lock saves a round trip); their first one's
+        (revision, reply) then comes with the lock."""
         began = time.monotonic()
-        deadline, said = began + LOCK_WAIT, False
-        t = pyetcd.Transactions()
-        holder = f"{os.getpid()}@{os.uname().nodename}".encode()
+        lease_id = etcd.call("grant a lease", lambda c: c.lease(LOCK_TTL)).id
+        key = f"{queue}/{lease_id:x}"
+        start = (queue + "/").encode()
+        end = prefix_range_end(start)
+        join = etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
+            key=key.encode(), value=f"{os.getpid()}@{os.uname().nodename}".encode(),
+            lease=lease_id))
+        request = etcdrpc.TxnRequest(
+            compare=[(pyetcd.Transactions().version(start, range_end=end) == 0
+                      ).build_message()],  # no key in the queue
+            success=[join, *then],
+            failure=[join, etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(
+                key=start, range_end=end))])
 
-        def create(client: pyetcd.MultiEndpointEtcd3Client) -> tuple[bool, int, object]:
-            request = etcdrpc.TxnRequest(
-                compare=[(t.create(key) == 0).build_message()],
-                success=[etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
-                    key=key.encode(), value=holder, lease=lease_id)), *then],
-                failure=[etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(
-                    key=key.encode()))])
-            reply = client.kvstub.Txn(request, client.timeout,
-                                      credentials=client.call_credentials,
-                                      metadata=client.metadata)
-            if reply.succeeded:
-                return True, reply.header.revision, [r.response_range for r in
-                                                     reply.responses[1:]]
-            held = reply.responses[0].response_range.kvs  # gone meanwhile: empty
-            return False, *((held[0].mod_revision, held[0].value) if held else (0, b""))
+        def enqueue(client: pyetcd.MultiEndpointEtcd3Client) -> etcdrpc.TxnResponse:
+            return client.kvstub.Txn(request, client.timeout,
+                                     credentials=client.call_credentials,
+                                     metadata=client.metadata)
 
-        def grant() -> int:
-            return etcd.call("grant a lease", lambda c: c.lease(LOCK_TTL)).id
+        reply = etcd.call(f"take the lock {queue}", enqueue)
+        mine = reply.header.revision  # our key's create revision
+        lock = cls(etcd, key, lease_id)
+        if reply.succeeded:
+            return lock, (mine, reply.responses[1].response_range) if then else None
+        try:
+            if lock._wait(queue, reply.responses[1].response_range.kvs, mine, began):
+                return lock, None
+            lock.release()
+            return None, None
+        except BaseException:
+            lock.abandon()  # our key lapses with its etcd lease
+            raise
 
-        def alive() -> bool:
-            replies = etcd.call("keep a lease alive", lambda c: list(c.refresh_lease(lease_id)))
-            return bool(replies) and replies[-1].TTL > 0
-
-        lease_id, kept = grant(), time.monotonic()
+    def _wait(self, queue: str, kvs: list, mine: int, began: float) -> bool:
+        """Until no key created before ours is left in the queue (True), or LOCK_WAIT
+        seconds (False). kvs: the queue's keys as last read."""
+        start = (queue + "/").encode()
+        said = False
         while True:
-            if time.monotonic() - kept > LOCK_TTL / 3:
-                # Waiting for the lock, our etcd lease must outlive the wait, or the key
-                # we create with it is refused.
-                lease_id = lease_id if alive() else grant()
-                kept = time.monotonic()
-            ok, revision, got = etcd.call(f"take the lock {key}", create)
-            if ok:
-                return cls(etcd, key, lease_id, revision), (revision, got[0]) if then else None
+            ahead = sorted((kv for kv in kvs if kv.create_revision < mine),
+                           key=lambda kv: kv.create_revision)
+            if not ahead:
+                return True
             now = time.monotonic()
-            left = deadline - now
+            left = began + LOCK_WAIT - now
             if left <= 0:
-                log.warning("%s: waited %gs; writing without the lock", key, LOCK_WAIT)
-                etcd.call("revoke a lease", lambda c, lease=lease_id: c.revoke_lease(lease))
-                return None, None
+                log.warning("%s: waited %gs; writing without the lock", queue, LOCK_WAIT)
+                return False
             if not said and now - began > LOCK_SAY:
-                # Turns are short; a long wait is a big run, or a holder that died (its lock
+                # Turns are short; a long wait is a big run, or a holder that died (its key
                 # lapses within LOCK_TTL seconds): the user should know why nothing moves.
-                log.warning("%s: waiting for the writer that holds it (%s)", key,
-                            got.decode(errors="replace"))
+                log.warning("%s: waiting for the writer that holds it (%s)", queue,
+                            ahead[0].value.decode(errors="replace"))
                 said = True
-            if revision:
-                wait = min(left, LOCK_TTL / 3 if said else LOCK_SAY)
-                etcd.call(f"wait for the lock {key}", functools.partial(
-                    _changed, key=key, held=revision, timeout=wait))
+            before = ahead[-1]  # the key created just before ours
+            self._etcd.call(f"wait for the lock {queue}", functools.partial(
+                _changed, key=before.key.decode(), held=before.mod_revision,
+                timeout=min(left, LOCK_TTL if said else LOCK_SAY)))
+            kvs = self._etcd.call(f"read the lock {queue}", lambda c: c.get_range_response(
+                start, prefix_range_end(start)).kvs)
 
     def _refresh(self) -> None:
         while not self._done.wait(LOCK_TTL / 3):
@@ -1025,7 +1041,7 @@ class _WritersLock:
                 return  # the lock may lapse: writes stay compare-and-swapped all the same
 
     def abandon(self) -> None:
-        """Stop keeping the lock alive: it lapses within LOCK_TTL seconds."""
+        """Stop keeping our key alive: it lapses within LOCK_TTL seconds."""
         self._done.set()
 
     def release(self) -> None:

@@ -69,3 +69,16 @@ def assert_nodes_whole(leases: list[dict], pools: int) -> dict[str, list[dict]]:
 def lowest(pool: str, new_prefix: int, count: int) -> list[ipaddress.IPv4Network]:
     subnets = ipaddress.ip_network(pool).subnets(new_prefix=new_prefix)
     return [next(subnets) for _ in range(count)]
+
+
+def lock_queue(client, queue: str, **kwargs) -> list[tuple[bytes, object]]:
+    """The writers queued on a lock (`<queue>/<etcd lease id>`), its holder first:
+    (their "pid@host", the key's metadata). kwargs: of the read (revision=...)."""
+    return sorted(client.get_prefix(queue + "/", **kwargs),
+                  key=lambda kv: kv[1].create_revision)
+
+
+def lock_holder(client, queue: str, **kwargs) -> bytes | None:
+    """The "pid@host" of the writer that holds a lock, None when it is free."""
+    queued = lock_queue(client, queue, **kwargs)
+    return queued[0][0] if queued else None

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from etcd_server import EtcdCluster, Tls
-from etcd_support import stored_leases, write_spec
+from etcd_support import lock_holder, stored_leases, write_spec
 from netplan_cli import netplan
 
 from ipam.store import StoreOptions, open_store
@@ -142,7 +142,7 @@ def test_racing_writers_queue_on_the_lock_with_only_their_prefix_granted(secure_
     with open_store(secure_etcd.url, options) as store, \
             open_store(secure_etcd.url, options) as other, secure_etcd.client(**root) as client:
         def plan(snapshot):
-            held.append(client.get("/netplan/demo/lock")[0])
+            held.append(lock_holder(client, "/netplan/demo/lock"))
             if len(held) == 1:  # another writer lands between our read and our write
                 other.update(lambda s: ((p := build_plan(theirs, s, True)).write(), p))
             p = build_plan(mine, snapshot, True)
@@ -150,4 +150,4 @@ def test_racing_writers_queue_on_the_lock_with_only_their_prefix_granted(secure_
 
         store.update(plan)
         assert store.lost_races == 1 and held[0] is None and held[1] is not None
-        assert client.get("/netplan/demo/lock")[0] is None
+        assert lock_holder(client, "/netplan/demo/lock") is None

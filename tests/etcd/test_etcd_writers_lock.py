@@ -10,7 +10,14 @@ import time
 
 import pytest
 import yaml
-from etcd_support import assert_no_overlap, host_address, stored_leases, write_spec
+from etcd_support import (
+    assert_no_overlap,
+    host_address,
+    lock_holder,
+    lock_queue,
+    stored_leases,
+    write_spec,
+)
 from netplan_cli import netplan, start
 
 import ipam.store.etcd as etcd_store
@@ -37,10 +44,11 @@ def cluster_spec(path, cluster: str, index: int, nodes: int, first: int = 0) -> 
 
 
 def hold_lock(etcd, ttl: int):
-    """Take the demo cluster's writers' lock as another writer would; its etcd lease id."""
+    """Take the demo cluster's writers' lock as another writer would: (client, its etcd
+    lease)."""
     client = etcd.client()
     lease = client.lease(ttl)
-    client.put(LOCK, "test", lease=lease)
+    client.put(f"{LOCK}/{lease.id:x}", "test", lease=lease)
     return client, lease
 
 
@@ -93,7 +101,7 @@ def test_a_writer_that_lost_a_race_plans_again_holding_the_lock(etcd, tmp_path):
     with open_store(etcd.url, StoreOptions()) as store, \
             open_store(etcd.url, StoreOptions()) as other, etcd.client() as client:
         def plan(snapshot):
-            held.append(client.get(LOCK)[0])
+            held.append(lock_holder(client, LOCK))
             if len(held) == 1:  # another writer lands between our read and our write
                 other.update(lambda s: ((p := build_plan(theirs, s, True)).write(), p))
             p = build_plan(mine, snapshot, True)
@@ -102,7 +110,7 @@ def test_a_writer_that_lost_a_race_plans_again_holding_the_lock(etcd, tmp_path):
         store.update(plan)
         assert store.lost_races == 1
         assert held[0] is None and held[1] is not None and held[1].startswith(b"%d@" % os.getpid())
-        assert client.get(LOCK)[0] is None
+        assert lock_holder(client, LOCK) is None
     assert sorted(x["node"] for x in stored_leases(etcd, "demo")) == ["a", "b", "x"]
 
 
@@ -116,7 +124,7 @@ def test_a_writer_waits_while_the_lock_is_held_and_goes_once_it_is_released(etcd
     thread.join(timeout=30)
     assert outcome["done"] - released < 2.0
     assert sorted(x["node"] for x in stored_leases(etcd, "demo")) == ["a", "b", "c"]
-    assert client.get(LOCK)[0] is None  # the writer released the lock it took
+    assert lock_holder(client, LOCK) is None  # the writer released the lock it took
     client.close()
 
 
@@ -141,7 +149,7 @@ def test_a_writer_goes_on_without_a_lock_it_waited_too_long_for(etcd, tmp_path, 
     thread.join(timeout=30)
     # Written by compare-and-swap all the same; the lock is still the other writer's.
     assert "done" in outcome and len(stored_leases(etcd, "demo")) == 2
-    assert client.get(LOCK)[0] == b"test"
+    assert lock_holder(client, LOCK) == b"test"
     lease.revoke()
     client.close()
 
@@ -155,7 +163,7 @@ def test_racing_writers_queue_and_leave_no_lock_behind(etcd, tmp_path, writers):
     assert len(leases) == writers * 300
     assert_no_overlap(leases)
     with etcd.client() as client:
-        assert client.get(LOCK)[0] is None
+        assert lock_holder(client, LOCK) is None
 
 
 def test_a_long_wait_for_the_lock_is_said_on_stderr(etcd, tmp_path):
@@ -187,7 +195,7 @@ def test_a_claim_lost_to_another_cluster_is_made_again_holding_the_claims_lock(e
     with open_store(etcd.url, StoreOptions()) as store, \
             open_store(etcd.url, StoreOptions()) as other, etcd.client() as client:
         def plan(snapshot):
-            reads.append((client.get(CLAIMS)[0], client.get(LOCK)[0]))
+            reads.append((lock_holder(client, CLAIMS), lock_holder(client, LOCK)))
             if len(reads) == 1:  # another cluster claims its ranges between our read and write
                 other.update(lambda s: ((p := build_plan(theirs, s)).write(), p))
             p = build_plan(mine, snapshot)
@@ -196,7 +204,7 @@ def test_a_claim_lost_to_another_cluster_is_made_again_holding_the_claims_lock(e
         txn = store._txn
 
         def spy(compare, success, failure=()):
-            writes.append(client.get(CLAIMS)[0] is not None)
+            writes.append(lock_holder(client, CLAIMS) is not None)
             return txn(compare, success, failure)
 
         store._txn = spy
@@ -207,7 +215,7 @@ def test_a_claim_lost_to_another_cluster_is_made_again_holding_the_claims_lock(e
         # the lost batch; again under the lock, the record, node pages and the first leases;
         # then the rest of the 300 leases (125 operations a batch) without it
         assert writes == [False, True, False, False], writes
-        assert client.get(CLAIMS)[0] is None
+        assert lock_holder(client, CLAIMS) is None
     assert len(stored_leases(etcd, "demo")) == 300 and len(stored_leases(etcd, "other")) == 3
 
 
@@ -219,7 +227,7 @@ def test_racing_clusters_queue_their_claims_and_leave_no_lock_behind(etcd, tmp_p
     assert len(leases) == clusters * 200
     assert_no_overlap(leases)
     with etcd.client() as client:
-        assert client.get(CLAIMS)[0] is None
+        assert lock_holder(client, CLAIMS) is None
 
 
 def test_a_writer_lets_the_claims_lock_go_before_it_waits_for_its_clusters(etcd, tmp_path):
@@ -231,7 +239,7 @@ def test_a_writer_lets_the_claims_lock_go_before_it_waits_for_its_clusters(etcd,
     with open_store(etcd.url, StoreOptions()) as store, \
             open_store(etcd.url, StoreOptions()) as other, etcd.client() as client:
         def plan(snapshot):
-            reads.append((client.get(CLAIMS)[0], client.get(LOCK)[0]))
+            reads.append((lock_holder(client, CLAIMS), lock_holder(client, LOCK)))
             if len(reads) == 1:  # another cluster claims: we take the claims lock
                 other.update(lambda s: ((p := build_plan(theirs, s)).write(), p))
             elif len(reads) == 2:  # a writer of our cluster lands: we need its lock
@@ -244,7 +252,7 @@ def test_a_writer_lets_the_claims_lock_go_before_it_waits_for_its_clusters(etcd,
         ours = b"%d@" % os.getpid()
         assert reads[1][0].startswith(ours) and reads[1][1] is None
         assert reads[2][0] is None and reads[2][1].startswith(ours)
-        assert client.get(CLAIMS)[0] is None and client.get(LOCK)[0] is None
+        assert lock_holder(client, CLAIMS) is None and lock_holder(client, LOCK) is None
     assert sorted(x["node"] for x in stored_leases(etcd, "demo")) == [
         "demo-000", "demo-001", "demo-002", "demo-100"]
 
@@ -273,25 +281,31 @@ def test_allocate_takes_the_lock_as_it_reads_and_lets_it_go_with_its_last_batch(
         last = client.get("/netplan/demo/guard")[1].mod_revision  # the third and last
         assert last == first + 2
         # Taken (and the store read) by the transaction just before the first batch.
-        held, meta = client.get(LOCK, revision=first - 1)
-        assert held is not None and meta.create_revision == first - 1
-        assert client.get(LOCK, revision=last - 1)[0] == held
-        assert client.get(LOCK, revision=last)[0] is None
+        ((held, meta),) = lock_queue(client, LOCK, revision=first - 1)
+        assert meta.create_revision == first - 1
+        assert lock_holder(client, LOCK, revision=last - 1) == held
+        assert lock_holder(client, LOCK, revision=last) is None
 
 
-def test_the_last_batch_lets_the_lock_go_only_while_it_is_ours(etcd, tmp_path):
-    spec = load_spec_file(write_spec(tmp_path / "s.yaml", "demo", ["a"]))
-    with open_store(etcd.url, StoreOptions()) as store, etcd.client() as client:
-        mine, _ = etcd_store._WritersLock.take(store._etcd, LOCK)
-        mine.abandon()
-        client.delete(LOCK)  # our lock lapsed, and another writer took it
-        lease = client.lease(60)
-        client.put(LOCK, "other", lease=lease)
-        snapshot, meta = store._read()
-        store._apply(build_plan(spec, snapshot).write(), meta, lock=mine)
-        assert client.get(LOCK)[0] == b"other"
-        lease.revoke()
-    assert [x["node"] for x in stored_leases(etcd, "demo")] == ["a"]
+def test_writers_queue_each_behind_the_one_before_and_go_when_none_is_left(etcd, tmp_path):
+    """Ours waits for the key created just before its own; when that one lapses (its
+    writer died) with another still ahead, it waits for that one."""
+    client, first = hold_lock(etcd, ttl=60)
+    second = client.lease(60)
+    client.put(f"{LOCK}/{second.id:x}", "second", lease=second)
+    thread, outcome = allocate_in_thread(etcd, write_spec(tmp_path / "s.yaml", "demo", ["a"]))
+    deadline = time.monotonic() + 10
+    while len(lock_queue(client, LOCK)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [value for value, _ in lock_queue(client, LOCK)][:2] == [b"test", b"second"]
+    second.revoke()
+    time.sleep(1.0)
+    assert "done" not in outcome and lock_holder(client, LOCK) == b"test"
+    first.revoke()
+    thread.join(timeout=30)
+    assert "done" in outcome, outcome
+    assert lock_queue(client, LOCK) == []
+    client.close()
 
 
 @pytest.mark.parametrize("gone", ["released", "taken by another"])
