@@ -924,6 +924,14 @@ def _released_json(entry: Released) -> str:
                        "seq": entry.seq}, sort_keys=True)
 
 
+def _run_txn(client: pyetcd.MultiEndpointEtcd3Client,
+             request: etcdrpc.TxnRequest) -> etcdrpc.TxnResponse:
+    """A transaction built here, for operations pyetcd's own cannot hold (ranges with a
+    limit, whose replies are left as etcd sent them)."""
+    return client.kvstub.Txn(request, client.timeout, credentials=client.call_credentials,
+                             metadata=client.metadata)
+
+
 def _changed(client: pyetcd.MultiEndpointEtcd3Client, key: str, held: int,
              timeout: float) -> None:
     """Return once key is no longer the one created at revision held (its holder let it
@@ -985,40 +993,42 @@ class _WritersLock:
             failure=[join, etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(
                 key=start, range_end=end))])
 
-        def enqueue(client: pyetcd.MultiEndpointEtcd3Client) -> etcdrpc.TxnResponse:
-            return client.kvstub.Txn(request, client.timeout,
-                                     credentials=client.call_credentials,
-                                     metadata=client.metadata)
-
-        reply = etcd.call(f"take the lock {queue}", enqueue)
+        reply = etcd.call(f"take the lock {queue}", functools.partial(_run_txn, request=request))
         mine = reply.header.revision  # our key's create revision
         lock = cls(etcd, key, lease_id)
         if reply.succeeded:
             return lock, (mine, reply.responses[1].response_range) if then else None
         try:
-            if lock._wait(queue, reply.responses[1].response_range.kvs, mine, began):
-                return lock, None
+            held, first = lock._wait(queue, reply.responses[1].response_range.kvs, mine,
+                                     began, then)
+            if held:
+                return lock, first
             lock.release()
             return None, None
         except BaseException:
             lock.abandon()  # our key lapses with its etcd lease
             raise
 
-    def _wait(self, queue: str, kvs: list, mine: int, began: float) -> bool:
-        """Until no key created before ours is left in the queue (True), or LOCK_WAIT
-        seconds (False). kvs: the queue's keys as last read."""
+    def _wait(self, queue: str, kvs: list, mine: int, began: float,
+              then: list[etcdrpc.RequestOp]) -> tuple[bool, _FirstPage | None]:
+        """Until no key created before ours is left in the queue (True, and the first of
+        then's replies, read with the queue that said so), or LOCK_WAIT seconds (False).
+        kvs: the queue's keys as last read."""
         start = (queue + "/").encode()
-        said = False
+        # Read-only: etcd answers it without a write.
+        read = etcdrpc.TxnRequest(success=[etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(
+            key=start, range_end=prefix_range_end(start))), *then])
+        said, first = False, None
         while True:
             ahead = sorted((kv for kv in kvs if kv.create_revision < mine),
                            key=lambda kv: kv.create_revision)
             if not ahead:
-                return True
+                return True, first
             now = time.monotonic()
             left = began + LOCK_WAIT - now
             if left <= 0:
                 log.warning("%s: waited %gs; writing without the lock", queue, LOCK_WAIT)
-                return False
+                return False, None
             if not said and now - began > LOCK_SAY:
                 # Turns are short; a long wait is a big run, or a holder that died (its key
                 # lapses within LOCK_TTL seconds): the user should know why nothing moves.
@@ -1029,8 +1039,11 @@ class _WritersLock:
             self._etcd.call(f"wait for the lock {queue}", functools.partial(
                 _changed, key=before.key.decode(), held=before.mod_revision,
                 timeout=min(left, LOCK_TTL if said else LOCK_SAY)))
-            kvs = self._etcd.call(f"read the lock {queue}", lambda c: c.get_range_response(
-                start, prefix_range_end(start)).kvs)
+            reply = self._etcd.call(f"read the lock {queue}",
+                                    functools.partial(_run_txn, request=read))
+            kvs = reply.responses[0].response_range.kvs
+            if then:
+                first = reply.header.revision, reply.responses[1].response_range
 
     def _refresh(self) -> None:
         while not self._done.wait(LOCK_TTL / 3):
