@@ -722,11 +722,15 @@ class EtcdStore(Store):
         guard = self._key(write.cluster, "guard")
         expected = meta.guards.get(write.cluster, 0)
         if write.record is None:
-            # Forget: one range delete takes the record, leases, history and guard at once.
-            prefix = self._key(write.cluster, "")
+            # Forget: range deletes take the record, leases, history and guard at once, and
+            # leave the writers queued behind us in the lock's queue.
+            prefix = self._key(write.cluster, "").encode()
+            queue = self._key(write.cluster, "lock", "").encode()
+            ops = [t.delete(prefix, queue),
+                   t.delete(prefix_range_end(queue), prefix_range_end(prefix))]
             ok, _ = self._txn([t.mod(guard) == expected],
-                              [t.delete(prefix, prefix_range_end(prefix.encode())),
-                               t.put(self.root + "_guard", "")])
+                              ops + ([t.delete(lock.key)] if lock is not None else [])
+                              + [t.put(self.root + "_guard", "")])
             if not ok:
                 raise _Lost(progress=False)
             return

@@ -23,6 +23,7 @@ from netplan_cli import netplan, start
 import ipam.store.etcd as etcd_store
 from ipam.store import StoreOptions, open_store
 from planner.plan import build_plan
+from planner.release import release_write
 from planner.spec import load_spec_file
 
 LOCK = "/netplan/demo/lock"
@@ -323,3 +324,21 @@ def test_a_waiter_sees_a_change_made_before_its_watch_began(etcd, gone):
         began = time.monotonic()
         etcd_store._changed(client, LOCK, held, timeout=30)
         assert time.monotonic() - began < 5  # not the timeout
+
+
+def test_forgetting_a_cluster_leaves_the_writers_queued_behind(etcd, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", "demo", ["a", "b"])
+    assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
+    with open_store(etcd.url, StoreOptions()) as store, etcd.client() as client:
+        lease = client.lease(60)
+
+        def plan(snapshot):
+            if not lock_queue(client, LOCK)[1:]:  # another writer queues behind us
+                client.put(f"{LOCK}/{lease.id:x}", "next", lease=lease)
+            return release_write(snapshot, "demo", [], True)
+
+        store.update(plan, cluster="demo")
+        assert [value for value, _ in lock_queue(client, LOCK)] == [b"next"]
+        assert list(client.get_prefix("/netplan/demo/leases/")) == []
+        assert "demo" not in store.snapshot().clusters
+        lease.revoke()
