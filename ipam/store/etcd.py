@@ -979,9 +979,10 @@ class _WritersLock:
              ) -> tuple[_WritersLock | None, _FirstPage | None]:
         """Wait for the lock; None after LOCK_WAIT seconds without it (the caller goes on
         without: the lock orders writers, the compare-and-swap keeps them correct).
-        then: range operations run by the transaction that joins the queue when the queue
-        is empty (a read that needs the lock saves a round trip); their first one's
-        (revision, reply) then comes with the lock."""
+        then: range operations run with whatever finds us at the head of the queue (the
+        transaction that joins it empty, or the read after a wait), so that a read that
+        needs the lock saves a round trip; their first one's (revision, reply) comes with
+        the lock."""
         began = time.monotonic()
         lease_id = etcd.call("grant a lease", lambda c: c.lease(LOCK_TTL)).id
         key = f"{queue}/{lease_id:x}"
