@@ -342,3 +342,21 @@ def test_forgetting_a_cluster_leaves_the_writers_queued_behind(etcd, tmp_path):
         assert list(client.get_prefix("/netplan/demo/leases/")) == []
         assert "demo" not in store.snapshot().clusters
         lease.revoke()
+
+
+def test_a_writer_holding_the_lock_goes_again_at_once_after_a_lost_race(etcd, tmp_path,
+                                                                        monkeypatch):
+    """Its rival does not queue: pausing would only keep the writers behind it waiting."""
+    pauses: list[float] = []
+    monkeypatch.setattr(etcd_store.time, "sleep", pauses.append)
+    spec = load_spec_file(write_spec(tmp_path / "s.yaml", "demo", ["a"]))
+    with open_store(etcd.url, StoreOptions()) as store, etcd.client() as client:
+        def plan(snapshot):
+            if not pauses and store.lost_races == 0:
+                client.put("/netplan/demo/guard", "")  # a writer that did not queue
+            p = build_plan(spec, snapshot)
+            return p.write(), p
+
+        store.update(plan, cluster="demo")
+        assert store.lost_races == 1 and pauses == []
+    assert [x["node"] for x in stored_leases(etcd, "demo")] == ["a"]
