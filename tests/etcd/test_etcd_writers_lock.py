@@ -143,7 +143,8 @@ def test_a_lock_whose_holder_died_lapses_with_its_etcd_lease(etcd, tmp_path):
     client.close()
 
 
-def test_a_writer_goes_on_without_a_lock_it_waited_too_long_for(etcd, tmp_path, monkeypatch):
+def test_a_writer_goes_on_without_a_lock_it_waited_too_long_for(etcd, tmp_path, monkeypatch,
+                                                                caplog):
     monkeypatch.setattr(etcd_store, "LOCK_WAIT", 0.5)
     client, lease, thread, outcome = allocate_behind_a_held_lock(
         etcd, tmp_path, ["a"], ["a", "b"])
@@ -151,6 +152,9 @@ def test_a_writer_goes_on_without_a_lock_it_waited_too_long_for(etcd, tmp_path, 
     # Written by compare-and-swap all the same; the lock is still the other writer's.
     assert "done" in outcome and len(stored_leases(etcd, "demo")) == 2
     assert lock_holder(client, LOCK) == b"test"
+    # Once: its read finds the lock held, but a lock waited out is not waited for again.
+    assert [r.getMessage() for r in caplog.records if "waited" in r.getMessage()] == [
+        "/netplan/demo/lock: waited 0.5s; writing without the lock"]
     lease.revoke()
     client.close()
 
