@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ipam.conflicts import LEASE, Claim, conflicts, describe_conflict
 from ipam.pool import PoolMap
-from ipam.store.base import Snapshot
+from ipam.state import Snapshot
 from planner.plan import record_claims
 
 

@@ -29,7 +29,7 @@ from ipam.conflicts import POOL, Claim, forbidden
 from ipam.errors import InvalidInput
 from ipam.net import Cidr, parse_cidr
 from ipam.pool import IPV6_MAX_WIDTH, MAX_SLOT_BITS, Pool
-from ipam.store.base import Snapshot
+from ipam.state import Snapshot
 from planner.spec import Spec
 
 # rich and the planner are imported where used: the CLI imports this module for its defaults

@@ -18,8 +18,8 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer's own click
 
 from ipam.errors import InvalidInput, NetplanError
-from ipam.store import ClusterWrite, Store, StoreOptions, open_store
-from ipam.store.base import Snapshot
+from ipam.state import ClusterWrite, Snapshot
+from ipam.store import Store, StoreOptions, open_store
 from planner.routing import topology_of, topology_summary
 from bgp import render_bird, render_exabgp
 from planner.files import write_private

@@ -24,7 +24,7 @@ from ipam.errors import InvalidInput, RangeConflict, Unsatisfiable
 from ipam.gcpause import gc_paused
 from ipam.net import Address, Cidr, parse_cidr
 from ipam.pool import Pool
-from ipam.store.base import ClusterRecord, ClusterWrite, PoolRecord, Snapshot
+from ipam.state import ClusterRecord, ClusterWrite, PoolRecord, Snapshot
 from planner.spec import DEFAULT_SERVICES, PRESETS, Spec
 
 # Where an automatic IPv4 pool may go after the presets' defaults, in order (RFC 1918).

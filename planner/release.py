@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from ipam.allocation import Lease, Released
 from ipam.errors import InvalidInput
-from ipam.store.base import ClusterWrite, Snapshot
+from ipam.state import ClusterWrite, Snapshot
 
 
 def release_write(

@@ -9,7 +9,7 @@ from rich.console import Console
 from ipam.allocation import PoolUsage
 from ipam.net import Cidr
 from ipam.pool import PoolMap
-from ipam.store.base import ClusterState
+from ipam.state import ClusterState
 from planner.plan import Plan
 
 FORMATS = ("table", "json", "yaml")

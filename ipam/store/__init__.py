@@ -5,21 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ipam.errors import InvalidInput
-from ipam.store.base import (
-    ClusterRecord,
-    ClusterState,
-    ClusterWrite,
-    LeaseEvent,
-    LeaseWatch,
-    PoolRecord,
-    Snapshot,
-    Store,
-)
+from ipam.store.base import LeaseEvent, LeaseWatch, Store
 
-__all__ = [
-    "ClusterRecord", "ClusterState", "ClusterWrite", "LeaseEvent", "LeaseWatch", "PoolRecord",
-    "Snapshot", "Store", "StoreOptions", "open_store",
-]
+__all__ = ["LeaseEvent", "LeaseWatch", "Store", "StoreOptions", "open_store"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from json.encoder import encode_basestring_ascii as json_string
 from ipam.allocation import Lease
 from ipam.net import parse_address, parse_cidr
 from ipam.pool import Pool
-from ipam.store.base import ClusterRecord, PoolRecord
+from ipam.state import ClusterRecord, PoolRecord
 
 
 def record_to_json(record: ClusterRecord) -> str:

@@ -109,17 +109,8 @@ from ipam.allocation import Lease, Released
 from ipam.errors import InvalidInput, StoreConflict, StoreError, StoreUnavailable
 from ipam.gcpause import gc_paused
 from ipam.net import Address, parse_address, parse_cidr
-from ipam.store.base import (
-    ClusterRecord,
-    ClusterState,
-    ClusterWrite,
-    LeaseEvent,
-    LeaseWatch,
-    R,
-    ResyncingWatch,
-    Snapshot,
-    Store,
-)
+from ipam.state import ClusterRecord, ClusterState, ClusterWrite, Snapshot
+from ipam.store.base import LeaseEvent, LeaseWatch, R, ResyncingWatch, Store
 from ipam.store.codec import (
     json_string,
     lease_from_json,

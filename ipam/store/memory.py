@@ -8,16 +8,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from ipam.allocation import Lease
-from ipam.store.base import (
-    ClusterState,
-    ClusterWrite,
-    LeaseEvent,
-    LeaseWatch,
-    R,
-    Snapshot,
-    Store,
-    apply_write,
-)
+from ipam.state import ClusterState, ClusterWrite, Snapshot, apply_write
+from ipam.store.base import LeaseEvent, LeaseWatch, R, Store
 
 
 class MemoryStore(Store):

@@ -22,16 +22,8 @@ from collections.abc import Callable, Iterable
 from ipam.allocation import Lease, Released
 from ipam.errors import StoreUnavailable
 from ipam.net import parse_cidr
-from ipam.store.base import (
-    ClusterState,
-    ClusterWrite,
-    LeaseEvent,
-    LeaseWatch,
-    R,
-    ResyncingWatch,
-    Snapshot,
-    Store,
-)
+from ipam.state import ClusterState, ClusterWrite, Snapshot
+from ipam.store.base import LeaseEvent, LeaseWatch, R, ResyncingWatch, Store
 from ipam.store.codec import record_from_json, record_to_json
 
 SCHEMA = """

@@ -33,7 +33,7 @@ from store_scenarios import (  # noqa: E402
 
 from ipam.conflicts import AVOID, POOL, Claim, conflicts  # noqa: E402
 from ipam.net import Cidr  # noqa: E402
-from ipam.store.base import Snapshot  # noqa: E402
+from ipam.state import Snapshot  # noqa: E402
 from planner.plan import build_plan  # noqa: E402
 from planner.spec import parse_spec  # noqa: E402
 

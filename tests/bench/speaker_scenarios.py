@@ -528,7 +528,7 @@ def _netplan_latency(etcd, tmp: Path, paced: int, burst: int, bird_bin: str, bir
     """netplan: leases written with EtcdStore.update, routes counted at BIRD; the poll
     windows."""
     from ipam.store import StoreOptions, open_store
-    from ipam.store.base import ClusterRecord, ClusterWrite
+    from ipam.state import ClusterRecord, ClusterWrite
 
     def write(indices: range) -> float:
         leases = tuple(lease(1 + i) for i in indices)  # lease 0: the warm-up's

@@ -436,7 +436,7 @@ def show_rows(labels: tuple[str, str], store: str, anchor: list[str], runs: int)
 
 def scenario_store_size(quick: bool) -> list[dict]:
     from ipam.errors import StoreError
-    from ipam.store.base import Snapshot
+    from ipam.state import Snapshot
     from ipam.store.codec import record_to_json
     from planner.plan import build_plan
 

@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from ipam.store.base import Snapshot
+from ipam.state import Snapshot
 from planner import interop, report
 from planner.plan import build_plan
 from planner.routing import topology_of

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from cli_support import BASE_SPEC, assert_one_error_line, derive
-from ipam.store.base import Snapshot
+from ipam.state import Snapshot
 from planner.plan import build_plan
 from planner.spec import parse_spec
 from planner.svgmap import COLORS, COOLING, FREE, RESERVED, pool_pictures, render_svg

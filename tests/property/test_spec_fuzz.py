@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipam.errors import InvalidInput, NetplanError
-from ipam.store.base import Snapshot
+from ipam.state import Snapshot
 from planner.plan import build_plan
 from planner.routing import topology_of
 from planner.spec import load_spec_text, parse_spec

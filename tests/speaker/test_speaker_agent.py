@@ -16,7 +16,8 @@ from bgp.agent import Agent, AgentConfig
 from ipam.allocation import Lease
 from ipam.errors import StoreUnavailable
 from ipam.net import parse_cidr
-from ipam.store.base import ClusterRecord, ClusterWrite, LeaseWatch, Store
+from ipam.state import ClusterRecord, ClusterWrite
+from ipam.store.base import LeaseWatch, Store
 from ipam.store.memory import MemoryStore
 
 WAIT = 10.0

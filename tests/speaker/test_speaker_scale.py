@@ -23,7 +23,7 @@ from speaker_harness import (
 
 from ipam.allocation import Lease
 from ipam.net import parse_cidr
-from ipam.store.base import ClusterRecord, ClusterWrite
+from ipam.state import ClusterRecord, ClusterWrite
 from ipam.store.sqlite import SQLiteStore
 
 ROUTES = 20_000

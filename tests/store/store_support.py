@@ -11,7 +11,8 @@ import pytest
 from ipam.allocation import Lease, Released, plan_allocation
 from ipam.net import parse_cidr
 from ipam.pool import Pool
-from ipam.store import ClusterRecord, ClusterWrite, LeaseEvent, PoolRecord, Snapshot
+from ipam.state import ClusterRecord, ClusterWrite, PoolRecord, Snapshot
+from ipam.store import LeaseEvent
 
 POOL = Pool("pods", parse_cidr("10.244.0.0/16"), 24)
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ipam.net import Address
-from ipam.store.base import ClusterRecord
+from ipam.state import ClusterRecord
 from ipam.store.etcd import PAGE_MAX, PAGE_NODES, _Entry, _join, _split
 
 names = st.text(min_size=1, max_size=12)  # any text: quotes, backslashes, non-ASCII
