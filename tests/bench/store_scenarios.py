@@ -90,7 +90,7 @@ def spec_dict(names: list[str], pool: str = V4_POOL, offset: int = 0) -> dict:
 
 
 def lease_key(prefix: str, node: str, cluster: str = CLUSTER) -> str:
-    return f"{prefix}/{cluster}/leases/{POOL}/{node}"
+    return f"{prefix}/{cluster}/leases/{node}/{POOL}"
 
 
 def lease_value(node: str, index: int) -> str:

@@ -43,7 +43,7 @@ def stored_leases(etcd: EtcdCluster, cluster: str, prefix: str = "/netplan",
         for value, meta in client.get_prefix(f"{prefix}/{cluster}/leases/"):
             lease = json.loads(value)
             assert meta.key.decode() == (f"{prefix}/{cluster}/leases/"
-                                         f"{lease['pool']}/{lease['node']}"), meta.key
+                                         f"{lease['node']}/{lease['pool']}"), meta.key
             rows.append(lease)
     return rows
 

@@ -57,7 +57,7 @@ def test_node_pages_follow_the_spec_and_leave_with_their_nodes(etcd, tmp_path):
     assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
     keys = _keys(etcd, "/netplan/demo/")
     assert sorted(k for k in keys if "/nodes/" in k or "/leases/" in k) == [
-        "/netplan/demo/leases/pods-v4/b", "/netplan/demo/leases/pods-v4/c",
+        "/netplan/demo/leases/b/pods-v4", "/netplan/demo/leases/c/pods-v4",
         "/netplan/demo/nodes/b"]
     assert {n: e["index"] for n, e in _pages(etcd, "demo")["b"].items()} == {"c": 0, "b": 1}
     assert netplan("check", "--store", etcd.url).returncode == 0

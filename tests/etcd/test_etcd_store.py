@@ -12,16 +12,6 @@ from store_support import take
 
 from ipam.errors import InvalidInput, StoreError
 from ipam.store import StoreOptions, open_store
-from ipam.store.etcd import parse_endpoints
-
-
-def test_endpoint_lists():
-    assert parse_endpoints("etcd://10.1.1.1:2379,etcd-b:12379,[::1]:2380,[fd00::2]") == [
-        ("10.1.1.1", 2379), ("etcd-b", 12379), ("[::1]", 2380), ("[fd00::2]", 2379)]
-    assert parse_endpoints("etcd://localhost") == [("localhost", 2379)]
-    for bad in ("etcd://", "etcd://h:port", "etcd://h:0", "etcd://h:1/x", "etcd://[::1"):
-        with pytest.raises(InvalidInput):
-            parse_endpoints(bad)
 
 
 @pytest.mark.parametrize("flags", [["--etcd-cert", "c.pem"], ["--etcd-key", "k.pem"],

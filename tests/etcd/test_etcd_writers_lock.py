@@ -20,7 +20,9 @@ from etcd_support import (
 )
 from netplan_cli import netplan, start
 
-import ipam.store.etcd as etcd_store
+import ipam.store.etcd.lock as etcd_lock
+import ipam.store.etcd.store as etcd_store
+from ipam.store.etcd.grpc_kv import GrpcKV
 from ipam.store import StoreOptions, open_store
 from planner.plan import build_plan
 from planner.release import release_write
@@ -145,7 +147,7 @@ def test_a_lock_whose_holder_died_lapses_with_its_etcd_lease(etcd, tmp_path):
 
 def test_a_writer_goes_on_without_a_lock_it_waited_too_long_for(etcd, tmp_path, monkeypatch,
                                                                 caplog):
-    monkeypatch.setattr(etcd_store, "LOCK_WAIT", 0.5)
+    monkeypatch.setattr(etcd_lock, "LOCK_WAIT", 0.5)
     client, lease, thread, outcome = allocate_behind_a_held_lock(
         etcd, tmp_path, ["a"], ["a", "b"])
     thread.join(timeout=30)
@@ -206,13 +208,14 @@ def test_a_claim_lost_to_another_cluster_is_made_again_holding_the_claims_lock(e
             p = build_plan(mine, snapshot)
             return p.write(), p
 
-        txn = store._txn
+        txn = store.kv.txn
 
         def spy(compare, success, failure=()):
-            writes.append(lock_holder(client, CLAIMS) is not None)
+            if compare and compare[0].target == "mod":  # a batch (a lock's compares versions)
+                writes.append(lock_holder(client, CLAIMS) is not None)
             return txn(compare, success, failure)
 
-        store._txn = spy
+        store.kv.txn = spy
         store.update(plan)
         assert store.lost_races == 1
         assert reads[0] == (None, None)
@@ -265,7 +268,7 @@ def test_a_writer_lets_the_claims_lock_go_before_it_waits_for_its_clusters(etcd,
 def test_a_writer_keeps_its_etcd_lease_alive_while_it_waits_for_the_lock(etcd, tmp_path,
                                                                          monkeypatch):
     """Its lock key is created with that lease: one expired while waiting is refused."""
-    monkeypatch.setattr(etcd_store, "LOCK_TTL", 2)
+    monkeypatch.setattr(etcd_lock, "LOCK_TTL", 2)
     client, lease, thread, outcome = allocate_behind_a_held_lock(
         etcd, tmp_path, ["a"], ["a", "b"])
     time.sleep(5.0)  # more than twice the writer's lease
@@ -325,8 +328,10 @@ def test_a_waiter_sees_a_change_made_before_its_watch_began(etcd, gone):
         lease.revoke()
         if gone == "taken by another":
             client.put(LOCK, "next", lease=client.lease(60))
+        kv = GrpcKV([("127.0.0.1", etcd.members[0].client_port)], timeout=5)
         began = time.monotonic()
-        etcd_store._changed(client, LOCK, held, timeout=30)
+        etcd_lock._changed(kv, LOCK, held, timeout=30)
+        kv.close()
         assert time.monotonic() - began < 5  # not the timeout
 
 

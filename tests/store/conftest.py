@@ -1,4 +1,5 @@
-"""The back ends the Store contract suite runs against: memory, sqlite and a real etcd."""
+"""The back ends the Store contract suite runs against: memory, sqlite, the etcd store on
+the in-memory key-value layer (etcd-kv), and the etcd store on a real etcd."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from ipam.store import Store, StoreOptions, open_store
+from ipam.store.etcd import EtcdStore
+from ipam.store.etcd.memory_kv import MemoryKV
 
 # The etcd launcher lives with the etcd integration tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "etcd"))
@@ -24,7 +27,7 @@ def etcd_for_contract(tmp_path_factory):
     cluster.stop()
 
 
-@pytest.fixture(params=["memory", "sqlite", "etcd"])
+@pytest.fixture(params=["memory", "sqlite", "etcd-kv", "etcd"])
 def backend(request) -> str:
     return request.param
 
@@ -33,6 +36,19 @@ def backend(request) -> str:
 def open_test_store(backend, tmp_path, request):
     """Open (another handle on) this test's store: same file, same etcd prefix."""
     opened: list[Store] = []
+    if backend == "etcd-kv":
+        kv = MemoryKV()
+
+        def make() -> Store:
+            # Every handle a store object of its own on the one key-value store.
+            store = EtcdStore("etcd://memory", StoreOptions(), kv=kv)
+            opened.append(store)
+            return store
+
+        yield make
+        for store in opened:
+            store.close()
+        return
     if backend == "etcd":
         etcd = request.getfixturevalue("etcd_for_contract")
         url = etcd.url

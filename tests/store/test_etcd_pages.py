@@ -1,4 +1,4 @@
-"""The etcd store's node pages: what _split writes, _join reads back as the same record."""
+"""The etcd store's node pages: what split writes, join reads back as the same record."""
 
 import json
 from dataclasses import replace
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ipam.net import Address
 from ipam.state import ClusterRecord
-from ipam.store.etcd import PAGE_MAX, PAGE_NODES, _Entry, _join, _split
+from ipam.store.etcd.layout import PAGE_MAX, PAGE_NODES, Entry, join, split
 
 names = st.text(min_size=1, max_size=12)  # any text: quotes, backslashes, non-ASCII
 v4 = st.integers(0, 2**32 - 1).map(lambda v: Address(4, v))
@@ -37,14 +37,14 @@ def records(draw):
                          kept=tuple(kept))
 
 
-def entries(pages: dict) -> dict[str, dict[str, _Entry]]:
+def entries(pages: dict) -> dict[str, dict[str, Entry]]:
     """What EtcdStore's read makes of stored pages: each page's entries by its first node."""
     out = {}
     for first, page in pages.items():
         out[first] = {}
         for node, data in json.loads(page.value).items():
             rid = data["routerId"]
-            out[first][node] = _Entry(data["index"], [_parse(a) for a in data["addresses"]],
+            out[first][node] = Entry(data["index"], [_parse(a) for a in data["addresses"]],
                                       None if rid is None else _parse(rid),
                                       data.get("kept", False), 1)
     return out
@@ -52,7 +52,7 @@ def entries(pages: dict) -> dict[str, dict[str, _Entry]]:
 
 def read_back(small: ClusterRecord, pages: dict) -> ClusterRecord:
     """What EtcdStore's read makes of the stored pages (all from one revision)."""
-    return _join(small, {n: e for page in entries(pages).values() for n, e in page.items()})
+    return join(small, {n: e for page in entries(pages).values() for n, e in page.items()})
 
 
 def _parse(text: str) -> Address:
@@ -63,7 +63,7 @@ def _parse(text: str) -> Address:
 
 @given(records())
 def test_pages_read_back_as_the_record_and_are_json_dumps_byte_for_byte(record):
-    small, pages = _split(record, {}, {})
+    small, pages = split(record, {}, {})
     assert small.hosts == () and small.router_ids == ()
     assert read_back(small, pages) == record
     for first, page in pages.items():
@@ -83,7 +83,7 @@ def test_pages_read_back_as_the_record_and_are_json_dumps_byte_for_byte(record):
 def test_a_long_run_without_boundaries_is_cut_at_page_max():
     nodes = [f"n{i}" for i in range(20_000) if zlib.crc32(f"n{i}".encode()) % PAGE_NODES][:1100]
     record = ClusterRecord("demo", hosts=tuple((n, Address(4, i)) for i, n in enumerate(nodes)))
-    small, pages = _split(record, {}, {})
+    small, pages = split(record, {}, {})
     assert sorted(len(json.loads(p.value)) for p in pages.values()) == [76, 512, 512]
     assert read_back(small, pages) == record
 
@@ -92,7 +92,7 @@ def test_a_record_not_in_node_shape_is_kept_whole():
     a, b = Address(4, 1), Address(4, 2)
     # Router ids listed in another order than the hosts: pages would not read back the same.
     record = ClusterRecord("demo", hosts=(("x", a), ("y", b)), router_ids=(("y", b), ("x", a)))
-    assert _split(record, {}, {}) is None
+    assert split(record, {}, {}) is None
 
 
 @given(records(), st.data())
@@ -110,11 +110,11 @@ def test_pages_as_stored_are_not_written_again_and_the_others_are(before, data):
                     for n, a in before.hosts if n not in dropped),
         router_ids=tuple(x for x in before.router_ids if x[0] not in dropped),
         kept=tuple(n for n in before.kept if n not in dropped))
-    _, stored = _split(before, {}, {})
+    _, stored = split(before, {}, {})
     pages = entries(stored)
     stored_entries = {n: e for page in pages.values() for n, e in page.items()}
-    _, fresh = _split(after, stored_entries, {})
-    _, reused = _split(after, stored_entries, pages)
+    _, fresh = split(after, stored_entries, {})
+    _, reused = split(after, stored_entries, pages)
     assert reused.keys() == fresh.keys()
     for first, page in reused.items():
         if page is None:
@@ -123,19 +123,19 @@ def test_pages_as_stored_are_not_written_again_and_the_others_are(before, data):
             assert page == fresh[first]
             assert first not in stored or page.value != stored[first].value
     # Nothing changed: nothing to write.
-    _, again = _split(before, stored_entries, pages)
+    _, again = split(before, stored_entries, pages)
     assert all(page is None for page in again.values())
 
 
 def test_a_page_is_written_again_when_only_its_nodes_place_in_the_spec_moved():
     nodes = [(f"n{i:03d}", Address(4, i)) for i in range(300)]
     before = ClusterRecord("demo", hosts=tuple(nodes), router_ids=tuple(nodes))
-    _, stored = _split(before, {}, {})
+    _, stored = split(before, {}, {})
     pages = entries(stored)
     by_node = {n: e for page in pages.values() for n, e in page.items()}
     # n000 leaves: every other node moves up the spec by one, in every page.
     after = replace(before, hosts=tuple(nodes[1:]), router_ids=tuple(nodes[1:]))
-    _, reused = _split(after, by_node, pages)
+    _, reused = split(after, by_node, pages)
     assert len(stored) > 2 and all(page is not None for page in reused.values())
 
 
@@ -145,14 +145,14 @@ def test_a_kept_node_and_the_spec_nodes_that_stay_in_place_are_not_written_again
     spec = nodes[:150] + nodes[151:]
     before = ClusterRecord("demo", hosts=tuple(spec + kept), router_ids=tuple(spec + kept),
                            kept=("n150",))
-    stored_by_node = {"n150": _Entry(150, [Address(4, 150)], Address(4, 150), True, 1)}
-    _, stored = _split(before, stored_by_node, {})
+    stored_by_node = {"n150": Entry(150, [Address(4, 150)], Address(4, 150), True, 1)}
+    _, stored = split(before, stored_by_node, {})
     pages = entries(stored)
     assert pages[max(f for f in pages if f <= "n150")]["n150"].index == 150
     by_node = {n: e for page in pages.values() for n, e in page.items()}
     # A new node at the end of the spec: only its page is written.
     new = [("n300", Address(4, 300))]
     after = replace(before, hosts=tuple(spec + new + kept), router_ids=tuple(spec + new + kept))
-    _, reused = _split(after, by_node, pages)
+    _, reused = split(after, by_node, pages)
     written = [first for first, page in reused.items() if page is not None]
     assert written == [max(f for f in reused if f <= "n300")]
