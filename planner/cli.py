@@ -82,7 +82,8 @@ SpecOpt = Annotated[str, typer.Option(
 StoreOpt = Annotated[
     str,
     typer.Option("--store", envvar="NETPLAN_STORE",
-                 help="A SQLite file path, `memory:` or `etcd://HOST:PORT[,...]`.",
+                 help="A SQLite file path, `memory:`, or an etcd cluster: "
+                      "`etcd://HOST:PORT[,...]` or `http://...`; `https://...` for TLS.",
                  metavar="S"),
 ]
 OutOpt = Annotated[Output, typer.Option("--output", "-o", help="Output format.")]

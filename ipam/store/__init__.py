@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ipam.errors import InvalidInput
 from ipam.store.base import LeaseEvent, LeaseWatch, Store
+from ipam.store.url import parse_store_url
 
 __all__ = ["LeaseEvent", "LeaseWatch", "Store", "StoreOptions", "open_store"]
 
@@ -18,13 +19,17 @@ class StoreOptions:
     etcd_ca: str | None = None
     etcd_cert: str | None = None
     etcd_key: str | None = None
+    # TLS asked for by the URL's scheme (https://, etcd+https://), with the system's roots
+    # when there is no etcd_ca; the TLS files alone ask for it too.
+    etcd_tls: bool = False
     etcd_user: str | None = None
     etcd_password: str | None = None  # from $NETPLAN_ETCD_PASSWORD, never printed
     timeout: float = 5.0  # seconds to wait for an answer before the store counts as down
 
 
 def open_store(url: str, options: StoreOptions | None = None) -> Store:
-    """A store from its --store spelling: a file path, `memory:` or `etcd://...`."""
+    """A store from its --store spelling: a file path, `memory:` or an etcd URL
+    (ipam/store/url.py). A malformed spelling is InvalidInput."""
     options = options or StoreOptions()
     if not url:
         raise InvalidInput("--store", url, "is empty")
@@ -32,12 +37,12 @@ def open_store(url: str, options: StoreOptions | None = None) -> Store:
         from ipam.store.memory import MemoryStore
 
         return MemoryStore()
-    if url.startswith("etcd://"):
+    location = parse_store_url(url)
+    if location is not None:
         from ipam.store.etcd import EtcdStore
 
-        return EtcdStore(url, options)
-    if "://" in url:
-        raise InvalidInput("--store", url, "is not a file path, memory: or etcd://HOST:PORT")
+        tls = options.etcd_tls or location.tls
+        return EtcdStore(location.url, replace(options, etcd_tls=tls))
     from ipam.store.sqlite import SQLiteStore
 
     return SQLiteStore(url)
