@@ -18,6 +18,7 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from urllib.parse import quote
 
 from ipam.allocation import Lease, Released
 from ipam.errors import StoreUnavailable
@@ -81,6 +82,9 @@ class SQLiteStore(Store):
     def __init__(self, path: str) -> None:
         self.path = path
         self.url = path
+        # Read-only opening takes a URI, in which SQLite reads `#`, `?` and `%` and takes
+        # `:memory:` for no file: the path is quoted whole, so that it names the file it spells.
+        self._uri = "file://" + quote(os.fsencode(os.path.abspath(path)), safe="/")
 
     def _connect(self, create: bool) -> sqlite3.Connection | None:
         try:
@@ -93,7 +97,7 @@ class SQLiteStore(Store):
                 raise StoreUnavailable(f"store {self.path}: is a directory")
             mode = "rw" if create else "ro"
             conn = sqlite3.connect(
-                f"file:{self.path}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT_S,
+                f"{self._uri}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT_S,
                 isolation_level=None,
             )
             if create:
