@@ -9,15 +9,25 @@ the store's revision; watchers poll it. Writers are serialized, so a reader neve
 higher revision before a lower one. Every write trims the log to its last KEEP_CHANGES
 rows: a watcher further behind than that reads a snapshot and is sent the difference, as
 after an etcd compaction.
+
+A reader opens the file read-only and never creates it. A writer killed mid-transaction
+leaves a hot journal, which a read-only connection may not roll back: the reader rolls it
+back as a writer would, where it may write the file and its directory, and otherwise reads a
+rolled-back copy.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import sqlite3
+import struct
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 from urllib.parse import quote
 
 from ipam.allocation import Lease, Released
@@ -73,6 +83,14 @@ POLL_S = 0.2
 # Lease changes kept for watchers (some 7 MiB of log); the log grew without end before.
 KEEP_CHANGES = 100_000
 
+# SQLite's locks on a database file (os_unix.c): a reader holds a read lock on the SHARED
+# range, taken through the PENDING byte, which a writer holds while it waits to commit.
+PENDING_BYTE = 0x40000000
+SHARED_FIRST = PENDING_BYTE + 2
+SHARED_SIZE = 510
+
+T = TypeVar("T")
+
 
 class _Compacted(Exception):
     """The changes a watcher asked for were trimmed from the log."""
@@ -86,41 +104,75 @@ class SQLiteStore(Store):
         # `:memory:` for no file: the path is quoted whole, so that it names the file it spells.
         self._uri = "file://" + quote(os.fsencode(os.path.abspath(path)), safe="/")
 
-    def _connect(self, create: bool) -> sqlite3.Connection | None:
+    def _open(self, mode: str) -> sqlite3.Connection:
+        return sqlite3.connect(f"{self._uri}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT_S,
+                               isolation_level=None)
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection for a write, creating the file if needed."""
         try:
             if not os.path.exists(self.path):
-                if not create:
-                    return None
                 # Leases name every node of a cluster: readable by the owner only.
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             if os.path.isdir(self.path):
                 raise StoreUnavailable(f"store {self.path}: is a directory")
-            mode = "rw" if create else "ro"
-            conn = sqlite3.connect(
-                f"{self._uri}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT_S,
-                isolation_level=None,
-            )
-            if create:
-                conn.executescript(SCHEMA)
+            conn = self._open("rw")
+            conn.executescript(SCHEMA)
             return conn
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"store {self.path}: {_reason(exc)}") from exc
 
-    def snapshot(self) -> Snapshot:
-        conn = self._connect(create=False)
-        if conn is None:
-            return Snapshot()
+    def _reading(self, read: Callable[[sqlite3.Connection], T], missing: T) -> T:
+        """read(conn) of the last committed state; `missing` when there is no file."""
+        if not os.path.exists(self.path):
+            return missing
         try:
+            if os.path.isdir(self.path):
+                raise StoreUnavailable(f"store {self.path}: is a directory")
+            try:
+                return _closing(self._open("ro"), read)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_READONLY_ROLLBACK:
+                    raise
+            # Rolling back writes the file and deletes the journal beside it.
+            directory = os.path.dirname(os.path.abspath(self.path))
+            if os.access(self.path, os.W_OK) and os.access(directory, os.W_OK | os.X_OK):
+                return _closing(self._open("rw"), read)
+            return self._read_copy(read)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"store {self.path}: {_reason(exc)}") from exc
+
+    def _read_copy(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """read(conn) of a copy of the file and its hot journal, rolled back in a directory
+        of our own. SQLite's shared lock, held while copying, keeps writers from changing
+        either meanwhile."""
+        with tempfile.TemporaryDirectory(prefix="netplan-") as tmp:
+            copy = os.path.join(tmp, "store.db")
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                _lock(fd, fcntl.F_RDLCK, PENDING_BYTE, 1)
+                _lock(fd, fcntl.F_RDLCK, SHARED_FIRST, SHARED_SIZE)
+                _lock(fd, fcntl.F_UNLCK, PENDING_BYTE, 1)
+                with open(fd, "rb", closefd=False) as src, open(copy, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                try:
+                    shutil.copyfile(f"{self.path}-journal", f"{copy}-journal")
+                except FileNotFoundError:
+                    pass  # a writer rolled it back before the lock was ours: the file is whole
+            finally:
+                os.close(fd)
+            return _closing(sqlite3.connect(copy, isolation_level=None), read)
+
+    def snapshot(self) -> Snapshot:
+        def read(conn: sqlite3.Connection) -> Snapshot:
             conn.execute("BEGIN")
             if not conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='leases'"
             ).fetchone():
                 return Snapshot()
             return _read(conn)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"store {self.path}: {_reason(exc)}") from exc
-        finally:
-            conn.close()
+
+        return self._reading(read, Snapshot())
 
     def update(self, plan: Callable[[Snapshot], tuple[ClusterWrite | None, R]],
                cluster: str | None = None) -> R:
@@ -131,7 +183,7 @@ class SQLiteStore(Store):
             write, result = plan(Snapshot())
             if write is None:
                 return result
-        conn = self._connect(create=True)
+        conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -155,10 +207,7 @@ class SQLiteStore(Store):
         return _SQLiteWatch(self, cluster, start_revision, known)
 
     def _changes(self, cluster: str, start: int) -> list[LeaseEvent]:
-        conn = self._connect(create=False)
-        if conn is None:
-            return []
-        try:
+        def read(conn: sqlite3.Connection) -> list[LeaseEvent]:
             if not _has_changes(conn):
                 return []
             # AUTOINCREMENT never reuses a revision: a log that starts above `start` was
@@ -174,10 +223,8 @@ class SQLiteStore(Store):
                     (cluster, start),
                 )
             ]
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"store {self.path}: {_reason(exc)}") from exc
-        finally:
-            conn.close()
+
+        return self._reading(read, [])
 
 
 class _SQLiteWatch(ResyncingWatch):
@@ -240,6 +287,21 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     return str(exc)
+
+
+def _closing(conn: sqlite3.Connection, read: Callable[[sqlite3.Connection], T]) -> T:
+    try:
+        return read(conn)
+    finally:
+        conn.close()
+
+
+def _lock(fd: int, kind: int, start: int, length: int) -> None:
+    """Wait for a lock on a byte range of fd's file. An open file description lock, unlike
+    a POSIX one, is not dropped when another connection of this process closes the file."""
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for these locks)
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLKW,
+                struct.pack("hhqqi4x", kind, os.SEEK_SET, start, length, 0))
 
 
 def _read(conn: sqlite3.Connection) -> Snapshot:
