@@ -19,6 +19,7 @@ rolled-back copy.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import sqlite3
@@ -31,9 +32,9 @@ from typing import TypeVar
 from urllib.parse import quote
 
 from ipam.allocation import Lease, Released
-from ipam.errors import StoreUnavailable
-from ipam.net import parse_cidr
-from ipam.state import ClusterState, ClusterWrite, Snapshot
+from ipam.errors import InvalidInput, StoreError, StoreUnavailable
+from ipam.net import Cidr, parse_cidr
+from ipam.state import ClusterRecord, ClusterState, ClusterWrite, Snapshot
 from ipam.store.base import LeaseEvent, LeaseWatch, R, ResyncingWatch, Store
 from ipam.store.codec import record_from_json, record_to_json
 
@@ -170,7 +171,7 @@ class SQLiteStore(Store):
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='leases'"
             ).fetchone():
                 return Snapshot()
-            return _read(conn)
+            return _read(conn, self.path)
 
         return self._reading(read, Snapshot())
 
@@ -187,7 +188,7 @@ class SQLiteStore(Store):
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                write, result = plan(_read(conn))
+                write, result = plan(_read(conn, self.path))
                 if write is not None:
                     _write(conn, write)
                     conn.execute("DELETE FROM changes WHERE rev <= "
@@ -215,8 +216,10 @@ class SQLiteStore(Store):
             first = conn.execute("SELECT MIN(rev) FROM changes").fetchone()[0]
             if first is not None and first > start:
                 raise _Compacted
+            where = f"store {self.path}: table changes, cluster {cluster}"
             return [
-                LeaseEvent(kind, Lease(cluster, pool, node, parse_cidr(cidr)), rev)
+                LeaseEvent(kind, Lease(cluster, pool, node,
+                                       _cidr(f"{where}, rev {rev}", cidr)), rev)
                 for rev, kind, pool, node, cidr in conn.execute(
                     "SELECT rev, kind, pool, node, cidr FROM changes "
                     "WHERE cluster = ? AND rev >= ? ORDER BY rev LIMIT 10000",
@@ -304,20 +307,43 @@ def _lock(fd: int, kind: int, start: int, length: int) -> None:
                 struct.pack("hhqqi4x", kind, os.SEEK_SET, start, length, 0))
 
 
-def _read(conn: sqlite3.Connection) -> Snapshot:
-    records = {name: record_from_json(text)
+def _cidr(where: str, text: object) -> Cidr:
+    try:
+        return parse_cidr(text)
+    except ValueError as exc:
+        raise StoreError(f"{where}: cidr {text!r} {exc}") from None
+
+
+def _record(where: str, text: str) -> ClusterRecord:
+    try:
+        return record_from_json(text)
+    except KeyError as exc:
+        reason = f"no field {exc}"
+    except json.JSONDecodeError as exc:
+        reason = f"not JSON: {exc.msg} at character {exc.pos}"
+    except (ValueError, TypeError, InvalidInput) as exc:
+        reason = " ".join(str(exc).split())
+    raise StoreError(f"{where}: malformed record ({reason})")
+
+
+def _read(conn: sqlite3.Connection, path: str) -> Snapshot:
+    records = {name: _record(f"store {path}: table clusters, cluster {name}", text)
                for name, text in conn.execute("SELECT name, record FROM clusters")}
     leases: dict[str, list[Lease]] = {}
     for cluster, pool, node, cidr in conn.execute(
         "SELECT cluster, pool, node, cidr FROM leases"
     ):
-        leases.setdefault(cluster, []).append(Lease(cluster, pool, node, parse_cidr(cidr)))
+        where = f"store {path}: table leases, cluster {cluster}, pool {pool}, node {node}"
+        leases.setdefault(cluster, []).append(Lease(cluster, pool, node, _cidr(where, cidr)))
     history: dict[str, list[Released]] = {}
     last_seq = 0
     for cluster, pool, cidr, seq in conn.execute(
         "SELECT cluster, pool, cidr, seq FROM released"
     ):
-        history.setdefault(cluster, []).append(Released(cluster, pool, parse_cidr(cidr), seq))
+        where = f"store {path}: table released, cluster {cluster}, pool {pool}"
+        if type(seq) is not int:
+            raise StoreError(f"{where}: seq {seq!r} is not an integer")
+        history.setdefault(cluster, []).append(Released(cluster, pool, _cidr(where, cidr), seq))
         last_seq = max(last_seq, seq)
     clusters = {
         name: ClusterState(

@@ -1,12 +1,13 @@
 """The SQLite store's faults of issue 14, met as the user meets them, through the CLI: a hot
-journal left by a writer killed mid-transaction (fault 4) and store paths that SQLite would
-read as URIs (fault 5)."""
+journal left by a writer killed mid-transaction (fault 4), store paths that SQLite would read
+as URIs (fault 5) and corrupt records (fault 7)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from cli_support import (
     NETPLAN,
     Netplan,
     Result,
+    assert_one_error_line,
     base_env,
     sha256,
 )
@@ -128,3 +130,48 @@ def test_a_store_path_names_the_file_literally(tmp_path, name):
     assert db.read_bytes().startswith(b"SQLite format 3\0")
     (shown,) = netplan.show(Path(name))["clusters"]
     assert shown["nodes"] == allocated["nodes"]
+
+
+@pytest.fixture(scope="module")
+def history_store(tmp_path_factory) -> Path:
+    """A store holding BASE_SPEC's cluster and a released CIDR, built once for the module."""
+    home = tmp_path_factory.mktemp("history-store")
+    netplan = Netplan(home)
+    db = home / "netplan.db"
+    build_store(netplan, db)
+    r = netplan("release", "--cluster", "demo", "node-c", "--store", db)
+    assert r.returncode == 0, r.describe()
+    return db
+
+
+CORRUPTIONS = {
+    "record-without-pools": ("UPDATE clusters SET record = json_remove(record, '$.pools')",
+                             ("clusters", "demo", "pools")),
+    "record-not-json": ("UPDATE clusters SET record = '{\"cluster\": \"demo\", \"pools\": 7'",
+                        ("clusters", "demo", "JSON")),
+    "lease-cidr": ("UPDATE leases SET cidr = '10.244.0.7' WHERE node = 'node-a'",
+                   ("leases", "demo", "node-a", "10.244.0.7")),
+    "released-cidr": ("UPDATE released SET cidr = 'x'", ("released", "demo", "'x'")),
+}
+
+
+@pytest.mark.parametrize(("corruption", "command"), [
+    *((name, "show") for name in CORRUPTIONS),
+    ("record-without-pools", "check"), ("record-without-pools", "plan"),
+    ("record-without-pools", "allocate"),
+])
+def test_a_corrupt_record_is_a_store_error_that_names_it(tmp_path, history_store, corruption,
+                                                         command):
+    netplan = Netplan(tmp_path)
+    db = tmp_path / "netplan.db"
+    shutil.copyfile(history_store, db)
+    sql, named = CORRUPTIONS[corruption]
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(sql)
+    conn.close()
+    before = sha256(db)
+    spec = ["-f", netplan.spec(BASE_SPEC)] if command in ("plan", "allocate") else []
+    line = assert_one_error_line(netplan(command, *spec, "--store", db), 3)
+    assert all(s in line for s in named), line
+    assert sha256(db) == before
