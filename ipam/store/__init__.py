@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 
 from ipam.errors import InvalidInput
 from ipam.store.base import LeaseEvent, LeaseWatch, Store
+from ipam.store.tls import check_tls_files
 from ipam.store.url import parse_store_url
 
 __all__ = ["LeaseEvent", "LeaseWatch", "Store", "StoreOptions", "open_store"]
@@ -29,7 +30,7 @@ class StoreOptions:
 
 def open_store(url: str, options: StoreOptions | None = None) -> Store:
     """A store from its --store spelling: a file path, `memory:` or an etcd URL
-    (ipam/store/url.py). A malformed spelling is InvalidInput."""
+    (ipam/store/url.py). Malformed spellings and unusable TLS files are InvalidInput."""
     options = options or StoreOptions()
     if not url:
         raise InvalidInput("--store", url, "is empty")
@@ -39,6 +40,7 @@ def open_store(url: str, options: StoreOptions | None = None) -> Store:
         return MemoryStore()
     location = parse_store_url(url)
     if location is not None:
+        check_tls_files(options.etcd_ca, options.etcd_cert, options.etcd_key)
         from ipam.store.etcd import EtcdStore
 
         tls = options.etcd_tls or location.tls

@@ -1,4 +1,4 @@
-"""--store spellings through the CLI.
+"""--store spellings and the etcd TLS files, through the CLI.
 
 Every store here is refused before it is reached, or is an etcd endpoint on a loopback port
 that nothing listens on (exit 3: the spelling was taken and the store tried): no test needs a
@@ -7,8 +7,15 @@ running etcd, and nothing leaves the machine.
 
 from __future__ import annotations
 
+import datetime
+import os
+
 import pytest
 from cli_support import BASE_SPEC, assert_one_error_line
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 PASSWORD = "s3cret-Pa55"
 # Loopback ports that refuse connections, so an accepted etcd URL fails fast with exit 3.
@@ -64,3 +71,86 @@ def test_etcd_url_forms_are_taken(netplan, family, scheme):
     r = netplan("show", "--store", f"{scheme}://{DOWN[family]}", *FAST)
     line = assert_one_error_line(r, 3)
     assert line.startswith(f"error: etcd {DOWN[family]}:"), line
+
+
+# --- the TLS files ------------------------------------------------------------------------
+
+
+def _pair(d, name: str) -> tuple[str, str]:
+    """A self-signed certificate and its key, PEM, as name.pem and name-key.pem in d;
+    their paths relative to the test's directory (error lines cut values at 80 characters)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = d / f"{name}.pem", d / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path.relative_to(d.parent)), str(key_path.relative_to(d.parent))
+
+
+@pytest.fixture
+def pki(tmp_path):
+    d = tmp_path / "pki"
+    d.mkdir()
+    ca, ca_key = _pair(d, "ca")
+    cert, key = _pair(d, "client")
+    _, other_key = _pair(d, "other")
+    garbage = d / "garbage.pem"
+    garbage.write_bytes(os.urandom(300))
+    encrypted = d / "encrypted-key.pem"
+    encrypted.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pw")))
+    return {"ca": ca, "ca-key": ca_key, "cert": cert, "key": key, "other-key": other_key,
+            "garbage": "pki/garbage.pem", "encrypted": "pki/encrypted-key.pem",
+            "missing": "pki/nope.pem", "dir": "pki"}
+
+
+# (case, flags as keys of pki, the flag and the file the error names, what it says)
+TLS_CASES = [
+    ("ca-missing", {"--etcd-ca": "missing"}, "--etcd-ca", "missing", "No such file"),
+    ("ca-a-directory", {"--etcd-ca": "dir"}, "--etcd-ca", "dir", "directory"),
+    ("ca-garbage", {"--etcd-ca": "garbage"}, "--etcd-ca", "garbage", "PEM certificate"),
+    ("ca-is-a-key", {"--etcd-ca": "ca-key"}, "--etcd-ca", "ca-key", "PEM certificate"),
+    ("cert-missing", {"--etcd-cert": "missing", "--etcd-key": "key"}, "--etcd-cert", "missing",
+     "No such file"),
+    ("cert-garbage", {"--etcd-cert": "garbage", "--etcd-key": "key"}, "--etcd-cert", "garbage",
+     "PEM certificate"),
+    ("key-missing", {"--etcd-cert": "cert", "--etcd-key": "missing"}, "--etcd-key", "missing",
+     "No such file"),
+    ("key-garbage", {"--etcd-cert": "cert", "--etcd-key": "garbage"}, "--etcd-key", "garbage",
+     "PEM private key"),
+    ("key-is-a-cert", {"--etcd-cert": "cert", "--etcd-key": "ca"}, "--etcd-key", "ca",
+     "PEM private key"),
+    ("key-of-another-cert", {"--etcd-cert": "cert", "--etcd-key": "other-key"}, "--etcd-key",
+     "other-key", "does not match --etcd-cert"),
+    ("key-encrypted", {"--etcd-cert": "cert", "--etcd-key": "encrypted"}, "--etcd-key",
+     "encrypted", "encrypted"),
+    ("ca-good-key-bad", {"--etcd-ca": "ca", "--etcd-cert": "cert", "--etcd-key": "garbage"},
+     "--etcd-key", "garbage", "PEM private key"),
+]
+
+
+@pytest.mark.parametrize("case,flags,flag,file,says", TLS_CASES, ids=[c[0] for c in TLS_CASES])
+def test_unusable_tls_files_are_input_errors(netplan, pki, case, flags, flag, file, says):
+    args = [a for f, k in flags.items() for a in (f, pki[k])]
+    r = netplan("show", "--store", "https://127.0.0.1:1", *args, *FAST)
+    line = assert_one_error_line(r, 2)
+    assert line.startswith(f"error: {flag}: {pki[file]!r} "), line
+    assert says in line, line
+
+
+def test_usable_tls_files_pass_the_check(netplan, pki):
+    r = netplan("show", "--store", "https://[::1]:1", "--etcd-ca", pki["ca"],
+                "--etcd-cert", pki["cert"], "--etcd-key", pki["key"], *FAST)
+    line = assert_one_error_line(r, 3)
+    assert line.startswith("error: etcd [::1]:1:"), line
