@@ -31,6 +31,9 @@ reflectors run BIRD from `netplan render bird -f SPEC --node NAME`, their client
 TTL leases (etcd): with lease_ttl, the supervisor ties the node's leases to an etcd lease
 and keeps it alive; if the speaker stops renewing it (the node is gone), etcd frees the
 node's CIDRs after lease_ttl seconds.
+
+The store is asked what it can do through the capabilities its back end declares
+(ipam/store/base.py: SharedStore, TtlStore), never judged by its spelling.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from bgp.status import SpeakerStatus, StatusServer, serve
 from bgp.topology import Topology
 from ipam.errors import InvalidInput, NetplanError, StoreError, StoreUnavailable
 from ipam.store import Store, StoreOptions, open_store
+from ipam.store.base import SharedStore, TtlStore
 
 log = logging.getLogger("netplan.speaker")
 
@@ -82,7 +86,6 @@ EXABGP_ENV = {
     "exabgp.log.statistics": "false",
     "exabgp.log.short": "true",
 }
-
 
 class SpeakerError(NetplanError):
     """The speaker cannot start: a port taken, ExaBGP missing, a role it cannot play."""
@@ -149,18 +152,40 @@ class Speaker:
                 "is a route reflector: ExaBGP does not reflect routes; run BIRD on it "
                 f"(netplan render bird -f SPEC --node {config.node})",
             )
-        if config.store == "memory:":
-            raise InvalidInput("--store", config.store,
-                               "lives in one process: the speaker needs a file or etcd")
         if config.install_routes and shutil.which("ip") is None:
             raise InvalidInput("--install-routes", True, "needs iproute2's `ip` on PATH")
-        self._ttl_store = self._open_ttl_store()
+        self._store_location, self._ttl_store = self._open_store()
         self._exabgp = find_exabgp()
         self._stop = threading.Event()
         self._wake = threading.Event()  # ExaBGP exited, the agent left, or stop
         self._agent: int | None = None  # report connection of the running ExaBGP's agent
         self._agent_left = False
         self.status = SpeakerStatus(config.node, [peer.address for peer in self._entry.peers])
+
+    def _open_store(self) -> tuple[str, Store | None]:
+        """Open the store to ask it what the speaker needs of it: (where the agent, another
+        process in another directory, opens it; with lease_ttl, the store to keep the TTL
+        alive in, kept open, else None). It is not read: it may be down, or not yet exist."""
+        c = self._config
+        store = open_store(c.store, c.store_options)
+        try:
+            if not isinstance(store, SharedStore):
+                raise InvalidInput("--store", c.store,
+                                   "lives in one process: the speaker needs a file or etcd")
+            if c.lease_ttl is not None and not isinstance(store, TtlStore):
+                raise InvalidInput("--lease-ttl", c.lease_ttl,
+                                   "needs an etcd store (--store etcd://...)")
+            if not store.exists():
+                log.warning("store %s does not exist: node %s announces nothing until "
+                            "`netplan allocate` creates it", c.store, c.node)
+            location = store.location()
+        except BaseException:
+            store.close()
+            raise
+        if c.lease_ttl is None:
+            store.close()
+            return location, None
+        return location, store
 
     def _check_listen(self) -> None:
         """Refuse to start when ExaBGP could not listen on the node's BGP addresses: it would
@@ -200,10 +225,6 @@ class Speaker:
             server = self._serve_status()
             try:
                 self._check_listen()
-                c = self._config
-                if "://" not in c.store and not os.path.exists(c.store):
-                    log.warning("store %s does not exist: node %s announces nothing until "
-                                "`netplan allocate` creates it", c.store, c.node)
                 listener = Listener(str(run_dir / "agent.sock"), self._on_report)
                 try:
                     conf = self._write_configuration(run_dir, listener.path)
@@ -244,8 +265,8 @@ class Speaker:
         agent = AgentConfig(
             cluster=c.topology.cluster,
             node=c.node,
-            # the agent runs in the run directory: a relative SQLite path would not resolve
-            store=c.store if "://" in c.store else os.path.abspath(c.store),
+            # the agent runs in the run directory: the store as seen from any directory
+            store=self._store_location,
             report=socket_path,
             prefixes_file=str(run_dir / "prefixes.json"),
             neighbors=neighbors_by_family([peer.address for peer in self._entry.peers]),
@@ -334,17 +355,6 @@ class Speaker:
         log.info("ExaBGP stopped (exit %s)", process.returncode)
 
     # --- TTL leases -----------------------------------------------------------------------
-
-    def _open_ttl_store(self) -> Store | None:
-        """The store to keep the TTL lease alive in, when asked for one (etcd only)."""
-        if self._config.lease_ttl is None:
-            return None
-        store = open_store(self._config.store, self._config.store_options)
-        if not hasattr(store, "attach_ttl"):
-            store.close()
-            raise InvalidInput("--lease-ttl", self._config.lease_ttl,
-                               "needs an etcd store (--store etcd://...)")
-        return store
 
     def _start_ttl_keeper(self) -> threading.Thread | None:
         if self._ttl_store is None:

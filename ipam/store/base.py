@@ -9,11 +9,12 @@ planner from fresh state when another writer got there first.
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from ipam.allocation import Lease
 from ipam.state import ClusterWrite, Snapshot
@@ -89,7 +90,8 @@ class ResyncingWatch(LeaseWatch):
 
 
 class Store(ABC):
-    """A lease store. Implementations: memory, sqlite, etcd."""
+    """A lease store. Implementations: memory, sqlite, etcd; what each can do besides is
+    declared by the capabilities at the end of this module."""
 
     url: str
 
@@ -137,3 +139,61 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --- Capabilities: what a back end declares it can do, by deriving from these classes, so
+# that callers (the speaker) ask isinstance() instead of reading its URL.
+
+
+class SharedStore:
+    """A store that other processes can open too (a file, etcd), unlike `memory:`, which
+    lives and dies with its process: the speaker hands it to its agent, a process of its
+    own that runs in another working directory."""
+
+    url: str
+
+    def location(self) -> str:
+        """What another process, in any working directory, gives open_store (with the same
+        StoreOptions) to open this same store: by default the URL, which names no path."""
+        return self.url
+
+    def exists(self) -> bool:
+        """Whether the store has been created: a store that is not reads as empty until a
+        write creates it. By default it always exists (a server)."""
+        return True
+
+
+class FileStore(SharedStore):
+    """A store kept in one file of this host, at `path` as the caller spelled it: relative
+    to the working directory of the moment, for location() as for the store itself."""
+
+    path: str
+
+    def location(self) -> str:
+        return os.path.abspath(self.path)
+
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+
+class TtlHandle(Protocol):
+    """A node's leases tied to a lease of the store that lapses unless kept alive."""
+
+    id: int
+
+    def keepalive(self) -> int:
+        """Renew it; the seconds it now has. StoreError once the store let it lapse (the
+        node's CIDRs are then free)."""
+        ...
+
+
+class TtlStore(ABC):
+    """A store whose leases can be tied to a time-to-live (etcd leases): a node whose
+    speaker stops renewing it loses its CIDRs after the TTL (flannel-style nodes)."""
+
+    @abstractmethod
+    def attach_ttl(self, cluster: str, node: str, ttl: int) -> TtlHandle:
+        """Tie the node's leases to a fresh TTL of ttl seconds, which the caller renews
+        more often than every ttl seconds. InvalidInput when the node holds no lease;
+        StoreError when the store fails. A later write of the node's leases (allocate,
+        release) makes them permanent again."""

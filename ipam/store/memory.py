@@ -1,4 +1,8 @@
-"""`memory:`: a store that lives as long as the process, for dry runs and unit tests."""
+"""`memory:`: a store that lives as long as the process, for dry runs and unit tests.
+
+It declares no capability of ipam/store/base.py: another process cannot open it (not a
+SharedStore, so no speaker runs on it), and its leases do not expire (not a TtlStore).
+"""
 
 from __future__ import annotations
 

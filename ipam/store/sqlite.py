@@ -35,7 +35,7 @@ from ipam.allocation import Lease, Released
 from ipam.errors import InvalidInput, StoreError, StoreUnavailable
 from ipam.net import Cidr, parse_cidr
 from ipam.state import ClusterRecord, ClusterState, ClusterWrite, Snapshot
-from ipam.store.base import LeaseEvent, LeaseWatch, R, ResyncingWatch, Store
+from ipam.store.base import FileStore, LeaseEvent, LeaseWatch, R, ResyncingWatch, Store
 from ipam.store.codec import record_from_json, record_to_json
 
 SCHEMA = """
@@ -97,7 +97,7 @@ class _Compacted(Exception):
     """The changes a watcher asked for were trimmed from the log."""
 
 
-class SQLiteStore(Store):
+class SQLiteStore(Store, FileStore):
     def __init__(self, path: str) -> None:
         self.path = path
         self.url = path
