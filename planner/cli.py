@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from enum import Enum
 from typing import Annotated
 
@@ -555,20 +556,24 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args or os.environ.get("NETPLAN_DEBUG") == "1"
     args = _hoist_global_options([a for a in args if a != "--debug"])
     command = typer.main.get_command(app)
+
+    def traceback_if_debug() -> None:
+        # Shown before the error line; the exit code stays the one scripts act on.
+        if debug:
+            traceback.print_exc()
+
     try:
         code = command.main(args=args, prog_name="netplan", standalone_mode=False)
     except NetplanError as exc:
-        if debug:
-            raise
+        traceback_if_debug()
         _err().print(f"error: {exc}", markup=False)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except ClickException as exc:
-        if debug:
-            raise
         if isinstance(exc, NoArgsIsHelpError):
             return 2  # the help is printed already
+        traceback_if_debug()
         _err().print(f"error: {exc.format_message()}", markup=False)
         return exc.exit_code
     except typer.Abort:
@@ -580,9 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:  # a bug: say so in one line; --debug shows where
-        if debug:
-            raise
-        _err().print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug "
-                  "for the traceback", markup=False)
+        traceback_if_debug()
+        hint = "" if debug else "; rerun with --debug for the traceback"
+        _err().print(f"error: internal error ({type(exc).__name__}: {exc}){hint}", markup=False)
         return 1
     return code if isinstance(code, int) else 0

@@ -1,4 +1,4 @@
-"""--store spellings and the etcd TLS files, through the CLI.
+"""--store spellings, the etcd TLS files and --debug, through the CLI.
 
 Every store here is refused before it is reached, or is an etcd endpoint on a loopback port
 that nothing listens on (exit 3: the spelling was taken and the store tried): no test needs a
@@ -11,7 +11,7 @@ import datetime
 import os
 
 import pytest
-from cli_support import BASE_SPEC, assert_one_error_line
+from cli_support import BASE_SPEC, assert_one_error_line, derive
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -154,3 +154,23 @@ def test_usable_tls_files_pass_the_check(netplan, pki):
                 "--etcd-cert", pki["cert"], "--etcd-key", pki["key"], *FAST)
     line = assert_one_error_line(r, 3)
     assert line.startswith("error: etcd [::1]:1:"), line
+
+
+# --- --debug ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case,args,code", [
+    ("malformed spec", ("plan", "--store", "memory:"), 2),
+    ("conflict", ("plan", "--store", "memory:"), 1),
+    ("store down", ("plan", "--store", "etcd://127.0.0.1:1", *FAST), 3),
+    ("bad flag", ("plan", "--store", "memory:", "-o", "xml"), 2),
+])
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(netplan, case, args, code):
+    spec = {
+        "malformed spec": derive(lambda s: s["pools"][0].update(cidr="10.244.1.0/16")),
+        "conflict": derive(lambda s: s.update(avoid=["10.244.0.0/16"])),
+    }.get(case, BASE_SPEC)
+    r = netplan(*args, "-f", netplan.spec(spec), "--debug")
+    assert r.returncode == code, r.describe()
+    assert "Traceback" in r.stderr, r.describe()
+    assert r.err_lines[-1].startswith("error: "), r.describe()
