@@ -1,4 +1,4 @@
-"""--store spellings, the etcd TLS files and --debug, through the CLI.
+"""--store spellings, the etcd TLS files, --debug and the spec size limit, through the CLI.
 
 Every store here is refused before it is reached, or is an etcd endpoint on a loopback port
 that nothing listens on (exit 3: the spelling was taken and the store tried): no test needs a
@@ -21,6 +21,7 @@ PASSWORD = "s3cret-Pa55"
 # Loopback ports that refuse connections, so an accepted etcd URL fails fast with exit 3.
 DOWN = {"v4": "127.0.0.1:1", "v6": "[::1]:1"}
 FAST = ("--store-timeout", "0.5")
+SPEC_LIMIT = 16 << 20  # bytes: the largest spec file netplan reads
 
 
 def _both(r) -> str:
@@ -174,3 +175,18 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(netplan, case, args, 
     assert r.returncode == code, r.describe()
     assert "Traceback" in r.stderr, r.describe()
     assert r.err_lines[-1].startswith("error: "), r.describe()
+
+
+# --- the size of a spec -------------------------------------------------------------------
+
+
+def test_a_spec_larger_than_the_limit_is_refused(netplan):
+    r = netplan("plan", "-f", "/dev/zero", "--store", "memory:")
+    line = assert_one_error_line(r, 2)
+    assert line == "error: spec: '/dev/zero' is larger than 16 MiB", line
+
+
+def test_a_spec_on_standard_input_larger_than_the_limit_is_refused(netplan):
+    r = netplan("plan", "-f", "-", "--store", "memory:", stdin=b"\0" * (SPEC_LIMIT + 1))
+    line = assert_one_error_line(r, 2)
+    assert line == "error: spec: '-' is larger than 16 MiB", line
