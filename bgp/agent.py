@@ -80,7 +80,7 @@ class AgentConfig:
     # a version without neighbors is absent, and its prefixes are not sent
     neighbors: dict[int, tuple[str, ...] | None]
     install_routes: bool = False
-    # StoreOptions without the etcd password, which comes from $NETPLAN_ETCD_PASSWORD
+    # StoreOptions without the etcd password, which comes over the report channel
     store_options: dict[str, object] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -96,9 +96,9 @@ class AgentConfig:
                              for v, n in data["neighbors"].items()}
         return cls(**data)
 
-    def options(self) -> StoreOptions:
-        return StoreOptions(**self.store_options,
-                            etcd_password=os.environ.get("NETPLAN_ETCD_PASSWORD"))
+    def options(self, secrets: Mapping[str, str]) -> StoreOptions:
+        """The store's options with the secrets the supervisor sent (channel.Reporter)."""
+        return StoreOptions(**self.store_options, etcd_password=secrets.get("etcd_password"))
 
 
 def _network(cidr: Cidr) -> Network:
@@ -472,14 +472,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # stderr, so that nothing a library prints can be read by ExaBGP as a command.
     commands = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
     os.dup2(2, 1)
-    store = open_store(config.store, config.options())
+    # The report channel before the store: its first line brings the store's secrets.
+    # Nothing is reported (nor can break) before agent.run(): `agent` is bound by then.
+    reporter = channel.Reporter(config.report, on_broken=lambda: agent.stop())
+    store = open_store(config.store, config.options(reporter.secrets))
     kernel = None
     if config.install_routes:
         from bgp.kernel import KernelRoutes
 
         kernel = KernelRoutes()
-    # nothing is reported (nor can break) before agent.run(): the name is bound by then
-    reporter = channel.Reporter(config.report, on_broken=lambda: agent.stop())
     agent = Agent(config, store, commands, reporter.send, kernel)
     # ExaBGP sends SIGTERM after its shutdown notification, which may not be read yet
     signal.signal(signal.SIGTERM, lambda *_: agent.stop(orderly=True))

@@ -1,10 +1,12 @@
 """The report channel: how the agent (ExaBGP's API process) tells the supervisor what it does.
 
 A unix stream socket in the speaker's run directory; the supervisor listens, the agent
-connects once at start and writes JSON lines, one report each. Nothing flows back. The
-supervisor folds the reports into /status and /metrics (bgp/status.py), so its counters
-and histogram outlive ExaBGP and agent restarts, and a closed connection tells it the
-agent is gone.
+connects once at start and writes JSON lines, one report each. One line flows back, the
+first on the connection: the secrets the agent must not find in its environment, as an
+object ({"etcd_password": P}, or {} when there is none); nothing more (bgp/speaker.py,
+Speaker._secrets, says why this way). The supervisor folds the reports into /status and
+/metrics (bgp/status.py), so its counters and histogram outlive ExaBGP and agent restarts,
+and a closed connection tells it the agent is gone.
 
 Reports (each a one-key object) carry changes, never whole tables, except `hello`:
     {"hello": {"pid": P}}                          a new agent: it holds nothing yet
@@ -79,6 +81,7 @@ class Reporter:
 
     def __init__(self, path: str, on_broken: Callable[[], None]) -> None:
         self._sock = _connect(path)
+        self.secrets: dict[str, str] = _first_line(self._sock)
         self._queue: queue.SimpleQueue[dict | None] = queue.SimpleQueue()
         self._on_broken = on_broken
         self._thread = threading.Thread(target=self._run, name="report", daemon=True)
@@ -124,12 +127,28 @@ def _connect(path: str) -> socket.socket:
             time.sleep(0.05)
 
 
-class Listener:
-    """The supervisor's end: accepts agents, hands every report to on_report(conn, report)
-    and on_report(conn, None) when the agent's connection ends. conn numbers connections."""
+def _first_line(sock: socket.socket) -> dict:
+    """The supervisor's one line (read byte-wise up to its end: nothing follows it)."""
+    sock.settimeout(CONNECT_TIMEOUT_S)
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("the supervisor closed the report channel at once")
+        data += chunk
+    sock.settimeout(None)
+    return json.loads(data)
 
-    def __init__(self, path: str, on_report: Callable[[int, dict | None], None]) -> None:
+
+class Listener:
+    """The supervisor's end: sends each agent that connects the secrets, hands every report
+    to on_report(conn, report) and on_report(conn, None) when the agent's connection ends.
+    conn numbers connections."""
+
+    def __init__(self, path: str, on_report: Callable[[int, dict | None], None],
+                 secrets: dict[str, str] | None = None) -> None:
         self.path = path
+        self._secrets = (json.dumps(secrets or {}) + "\n").encode()
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(path)
         os.chmod(path, 0o600)  # only the speaker's user may report routes
@@ -154,6 +173,7 @@ class Listener:
     def _read(self, conn: socket.socket, number: int) -> None:
         try:
             with conn, conn.makefile("rb") as lines:
+                conn.sendall(self._secrets)
                 for line in lines:
                     try:
                         report = json.loads(line)

@@ -34,6 +34,12 @@ node's CIDRs after lease_ttl seconds.
 
 The store is asked what it can do through the capabilities its back end declares
 (ipam/store/base.py: SharedStore, TtlStore), never judged by its spelling.
+
+Secrets: ExaBGP and the agent are started with an allow-list of variables (CHILD_VARIABLES),
+so that neither holds the secrets of the supervisor's environment in its own, which any
+process of the user can read (/proc/PID/environ, `ps e`): the MD5 passwords reach ExaBGP in
+its configuration file (mode 0600), the etcd password reaches the agent over the report
+channel (see Speaker._secrets).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -86,6 +93,25 @@ EXABGP_ENV = {
     "exabgp.log.statistics": "false",
     "exabgp.log.short": "true",
 }
+
+# What ExaBGP and its agent (which inherits ExaBGP's environment) keep of the supervisor's
+# environment, besides EXABGP_ENV: an allow-list, so that a secret in it, today's or a
+# future one, stays out unless named here.
+CHILD_VARIABLES = frozenset({
+    "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+    # the agent is `python -m bgp.agent`: how this interpreter finds the project
+    "PYTHONPATH", "VIRTUAL_ENV",
+    # the agent reaches etcd through gRPC as the supervisor does: through the same proxy
+    "grpc_proxy", "https_proxy", "http_proxy", "no_proxy",
+    "GRPC_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",
+})
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """ExaBGP's environment: what it and its agent need of environ, and EXABGP_ENV."""
+    kept = {k: v for k, v in environ.items() if k in CHILD_VARIABLES or k.startswith("LC_")}
+    return {**kept, **EXABGP_ENV}
+
 
 class SpeakerError(NetplanError):
     """The speaker cannot start: a port taken, ExaBGP missing, a role it cannot play."""
@@ -225,7 +251,8 @@ class Speaker:
             server = self._serve_status()
             try:
                 self._check_listen()
-                listener = Listener(str(run_dir / "agent.sock"), self._on_report)
+                listener = Listener(str(run_dir / "agent.sock"), self._on_report,
+                                    self._secrets())
                 try:
                     conf = self._write_configuration(run_dir, listener.path)
                     keeper = self._start_ttl_keeper()
@@ -251,6 +278,19 @@ class Speaker:
         log.info("node %s: %d sessions; status on http://%s:%d/status", self._config.node,
                  len(self._entry.peers), address, server.server_address[1])
         return server
+
+    def _secrets(self) -> dict[str, str]:
+        """What the agent needs and must not find in its environment: the etcd password.
+
+        It is sent over the report channel, the first line to each agent that connects
+        (bgp/channel.py), rather than written to a file: a unix socket of mode 0600 in the
+        supervisor's run directory (mkdtemp: mode 0700) lets only processes of this user
+        connect, which could read the supervisor's own environment anyway; and the password
+        is never at rest on a disk, not even in a run directory that a killed supervisor
+        leaves behind.
+        """
+        password = self._config.store_options.etcd_password
+        return {} if password is None else {"etcd_password": password}
 
     def _on_report(self, conn: int, report: dict | None) -> None:
         self.status.report(conn, report)
@@ -312,7 +352,7 @@ class Speaker:
         process = subprocess.Popen(
             [self._exabgp, str(conf)],
             cwd=run_dir,
-            env={**os.environ, **EXABGP_ENV},
+            env=child_environment(os.environ),
             stdin=subprocess.DEVNULL,
             stdout=sys.stderr.fileno(),
             stderr=subprocess.STDOUT,

@@ -350,9 +350,13 @@ class Speaker:
     """`netplan speaker` for one node, as a process, and its status endpoints."""
 
     def __init__(self, processes: Processes, spec: Path, node: str, store: str,
-                 *extra: str, netns: str | None = None, name: str | None = None) -> None:
+                 *extra: str, netns: str | None = None, name: str | None = None,
+                 options: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
+        """options: global options (before the command: --etcd-ca ...); env: variables set
+        on top of the test's environment, which is scrubbed of NETPLAN_*."""
         self.processes = processes
         self.spec, self.node, self.store, self.extra = spec, node, store, extra
+        self.options, self.env = tuple(options), env or {}
         self.name = name or f"speaker-{node}"
         self.netns = netns
         self.port = free_port("127.0.0.1")
@@ -360,9 +364,10 @@ class Speaker:
 
     def start(self) -> Speaker:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        command = [*prefix, *NETPLAN, "speaker", "-f", str(self.spec), "--node", self.node,
-                   "--store", self.store, "--status-port", str(self.port), *self.extra]
-        self.proc = self.processes.start(self.name, command, env=_env())
+        command = [*prefix, *NETPLAN, *self.options, "speaker", "-f", str(self.spec),
+                   "--node", self.node, "--store", self.store, "--status-port", str(self.port),
+                   *self.extra]
+        self.proc = self.processes.start(self.name, command, env={**_env(), **self.env})
         return self
 
     def _get(self, path: str) -> tuple[int, str]:
