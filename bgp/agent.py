@@ -222,7 +222,8 @@ class Agent:
                          self._config.node, held)
                 self._report(channel.store(True))
                 down, delay, synced = False, RETRY_FIRST_S, True
-                watch = self._store.watch(cluster, snapshot.revision + 1, known=leases)
+                watch = self._store.watch(cluster, snapshot.revision + 1, known=leases,
+                                          node=self._config.node)
                 with self._cond:
                     self._watch = watch
                     if self._stopping:  # stop() came before the watch existed

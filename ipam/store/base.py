@@ -111,8 +111,9 @@ class Store(ABC):
 
     @abstractmethod
     def watch(self, cluster: str, start_revision: int | None = None,
-              known: Iterable[Lease] = ()) -> LeaseWatch:
-        """Every lease change of one cluster, in the order the store made them.
+              known: Iterable[Lease] = (), node: str | None = None) -> LeaseWatch:
+        """Every lease change of one cluster (of one node of it, when node is given: a
+        speaker follows its own leases alone), in the order the store made them.
 
         - start_revision None: first a `put` for every lease the cluster holds now (with
           the revision read), then every change after that.

@@ -54,21 +54,24 @@ class MemoryStore(Store):
         self._changed.notify_all()
 
     def watch(self, cluster: str, start_revision: int | None = None,
-              known: Iterable[Lease] = ()) -> LeaseWatch:
+              known: Iterable[Lease] = (), node: str | None = None) -> LeaseWatch:
         # known serves only to resync after compaction, which this store never does.
-        return _MemoryWatch(self, cluster, start_revision)
+        return _MemoryWatch(self, cluster, start_revision, node)
 
 
 class _MemoryWatch(LeaseWatch):
-    def __init__(self, store: MemoryStore, cluster: str, start_revision: int | None) -> None:
+    def __init__(self, store: MemoryStore, cluster: str, start_revision: int | None,
+                 node: str | None) -> None:
         self._store = store
         self._cluster = cluster
+        self._node = node
         self._closed = False
         with store._changed:
             if start_revision is None:
                 state = store._clusters.get(cluster, ClusterState(None))
                 self._pending = deque(
-                    LeaseEvent("put", x, store._revision) for x in state.leases)
+                    LeaseEvent("put", x, store._revision) for x in state.leases
+                    if node in (None, x.node))
                 self._at = len(store._log)
             else:
                 self._pending = deque()
@@ -84,7 +87,8 @@ class _MemoryWatch(LeaseWatch):
                 while self._at < len(log):
                     event = log[self._at]
                     self._at += 1
-                    if event.lease.cluster == self._cluster:
+                    if event.lease.cluster == self._cluster and \
+                            self._node in (None, event.lease.node):
                         return event
                 self._store._changed.wait()
         raise StopIteration

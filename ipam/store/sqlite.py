@@ -204,10 +204,10 @@ class SQLiteStore(Store, FileStore):
             conn.close()
 
     def watch(self, cluster: str, start_revision: int | None = None,
-              known: Iterable[Lease] = ()) -> LeaseWatch:
-        return _SQLiteWatch(self, cluster, start_revision, known)
+              known: Iterable[Lease] = (), node: str | None = None) -> LeaseWatch:
+        return _SQLiteWatch(self, cluster, start_revision, known, node)
 
-    def _changes(self, cluster: str, start: int) -> list[LeaseEvent]:
+    def _changes(self, cluster: str, start: int, node: str | None) -> list[LeaseEvent]:
         def read(conn: sqlite3.Connection) -> list[LeaseEvent]:
             if not _has_changes(conn):
                 return []
@@ -222,8 +222,9 @@ class SQLiteStore(Store, FileStore):
                                        _cidr(f"{where}, rev {rev}", cidr)), rev)
                 for rev, kind, pool, node, cidr in conn.execute(
                     "SELECT rev, kind, pool, node, cidr FROM changes "
-                    "WHERE cluster = ? AND rev >= ? ORDER BY rev LIMIT 10000",
-                    (cluster, start),
+                    "WHERE cluster = ?1 AND rev >= ?2 AND (?3 IS NULL OR node = ?3) "
+                    "ORDER BY rev LIMIT 10000",
+                    (cluster, start, node),
                 )
             ]
 
@@ -234,13 +235,14 @@ class _SQLiteWatch(ResyncingWatch):
     _history_lost = "trimmed from the log"
 
     def __init__(self, store: SQLiteStore, cluster: str, start_revision: int | None,
-                 known: Iterable[Lease]) -> None:
+                 known: Iterable[Lease], node: str | None) -> None:
         self._store = store
         self._cluster = cluster
+        self._node = node
         self._stop = threading.Event()
         self._pending: deque[LeaseEvent] = deque()
         # What the consumer holds once it took every event so far: (pool, node) -> lease.
-        self._leases = {(x.pool, x.node): x for x in known}
+        self._leases = {(x.pool, x.node): x for x in known if node in (None, x.node)}
         if start_revision is None:
             revision, self._leases = self._listing()
             self._pending.extend(LeaseEvent("put", x, revision) for x in self._leases.values())
@@ -251,14 +253,15 @@ class _SQLiteWatch(ResyncingWatch):
     def _listing(self) -> tuple[int, dict[tuple[str, str], Lease]]:
         snapshot = self._store.snapshot()
         state = snapshot.clusters.get(self._cluster, ClusterState(None))
-        return snapshot.revision, {(x.pool, x.node): x for x in state.leases}
+        return snapshot.revision, {(x.pool, x.node): x for x in state.leases
+                                   if self._node in (None, x.node)}
 
     def __next__(self) -> LeaseEvent:
         while not self._stop.is_set():
             if self._pending:
                 return self._pending.popleft()
             try:
-                events = self._store._changes(self._cluster, self._next)
+                events = self._store._changes(self._cluster, self._next, self._node)
             except _Compacted:
                 self._resync()
                 continue

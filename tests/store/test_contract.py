@@ -235,6 +235,22 @@ def test_a_watch_from_a_snapshot_revision_sees_exactly_the_later_changes(store):
     assert summary(events) == [("put", "b", "10.244.1.0/24"), ("delete", "a", "10.244.0.0/24")]
 
 
+def test_a_watch_of_one_node_sees_that_nodes_changes_alone(store):
+    """A speaker follows its own leases: other nodes' changes never reach it."""
+    store.update(allocate("demo", ["a", "b"]))
+    with store.watch("demo", node="b") as watch:
+        assert summary(take(watch, 1)) == [("put", "b", "10.244.1.0/24")]
+        store.update(allocate("demo", ["a", "b", "c", "d"]))
+        store.update(release("demo", {"a", "b"}))
+        store.update(allocate("demo", ["b"]))
+        events = take(watch, 2)
+    assert summary(events) == [("delete", "b", "10.244.1.0/24"), ("put", "b", "10.244.4.0/24")]
+    start = store.snapshot().revision + 1
+    store.update(release("demo", {"c", "b"}))
+    with store.watch("demo", start, node="c") as watch:
+        assert summary(take(watch, 1)) == [("delete", "c", "10.244.2.0/24")]
+
+
 def test_a_watch_resumed_from_its_last_revision_misses_nothing(store):
     store.update(allocate("demo", ["a"]))
     with store.watch("demo") as watch:
