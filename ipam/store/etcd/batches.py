@@ -29,7 +29,7 @@ from ipam.store.etcd.layout import MARK, Keys, Meta, Page, released_json, split
 
 # Every batch ends with the cluster guard's put and may bump the global guard; the last
 # may let the writers' lock go.
-BATCH_OPS = MAX_TXN_OPS - 3
+GUARD_OPS = 3
 # Keys and values a transaction carries at most: etcd refuses requests above 1.5 MiB
 # (--max-request-bytes); 126 node pages of a few KiB each stay well below it.
 BATCH_BYTES = 1 << 20
@@ -91,8 +91,10 @@ def _movers(write: ClusterWrite) -> list[list[str]]:
     return list(members.values())
 
 
-def plan_batches(keys: Keys, write: ClusterWrite, meta: Meta) -> list[Batch]:
-    """The write's operations cut into transactions, groups kept whole (see the top)."""
+def plan_batches(keys: Keys, write: ClusterWrite, meta: Meta,
+                 max_txn_ops: int = MAX_TXN_OPS) -> list[Batch]:
+    """The write's operations cut into transactions of at most max_txn_ops operations,
+    groups kept whole (see the top)."""
     assert write.record is not None
     cluster = write.cluster
     tied = meta.ttl.get(cluster, {})
@@ -152,24 +154,26 @@ def plan_batches(keys: Keys, write: ClusterWrite, meta: Meta) -> list[Batch]:
     # History without a lease deleted in this write: no node to go with, any batch will do.
     groups += [([], [Put(keys.released(e), released_json(e))], False)
                for e in history.values()]
-    return _cut(cluster, groups)
+    return _cut(cluster, groups, max_txn_ops)
 
 
-def _cut(cluster: str, groups: list[tuple[list[str], list[Op], bool]]) -> list[Batch]:
+def _cut(cluster: str, groups: list[tuple[list[str], list[Op], bool]], max_txn_ops: int
+         ) -> list[Batch]:
+    room_ops = max_txn_ops - GUARD_OPS
     batches: list[Batch] = []
     room = room_bytes = 0
     for nodes, ops, claims in groups:
-        if len(ops) > BATCH_OPS:
+        if len(ops) > room_ops:
             raise StoreError(
                 f"cluster {cluster}: node {nodes[0]} (with {len(nodes) - 1} others its "
                 f"CIDRs move between) needs {len(ops)} operations in one transaction, "
-                f"more than a transaction holds ({BATCH_OPS} beside the guards, etcd's "
-                f"--max-txn-ops {MAX_TXN_OPS})")
+                f"more than a transaction holds ({room_ops} beside the guards, etcd's "
+                f"--max-txn-ops {max_txn_ops})")
         size = sum(len(op.key) + len(op.value) if isinstance(op, Put) else len(op.key)
                    for op in ops)
         if len(ops) > room or size > room_bytes:
             batches.append(Batch(False, []))
-            room, room_bytes = BATCH_OPS, BATCH_BYTES
+            room, room_bytes = room_ops, BATCH_BYTES
         if claims and not batches[-1].claims:
             batches[-1] = Batch(True, batches[-1].ops)
         batches[-1].ops.extend(ops)

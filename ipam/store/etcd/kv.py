@@ -119,6 +119,7 @@ def read_all(kv: KV, prefix: str, first: tuple[int, RangeReply] | None = None
 
 class KV(ABC):
     where: str  # the endpoints, for messages
+    max_txn_ops: int = MAX_TXN_OPS  # operations a transaction may hold (etcd --max-txn-ops)
 
     @abstractmethod
     def range(self, key: str, range_end: str | None = None, *, limit: int = 0,

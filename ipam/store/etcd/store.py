@@ -145,8 +145,13 @@ class EtcdStore(Store, SharedStore, TtlStore):
                         key=options.etcd_key, user=options.etcd_user,
                         password=options.etcd_password)
         self.kv = kv
+        self._tls = options.etcd_tls
         self._watches: weakref.WeakSet[EtcdWatch] = weakref.WeakSet()
         self._lost_races = 0
+
+    def location(self) -> str:
+        # TLS the scheme asked for (https://) goes with the URL: the options do not say it.
+        return "etcd+https://" + self.url.removeprefix("etcd://") if self._tls else self.url
 
     @property
     def lost_races(self) -> int:
@@ -228,7 +233,7 @@ class EtcdStore(Store, SharedStore, TtlStore):
             return
         expected_global = meta.global_guard
         with gc_paused():
-            batches = plan_batches(keys, write, meta)
+            batches = plan_batches(keys, write, meta, self.kv.max_txn_ops)
         if not batches:
             return  # nothing to write: run.end() lets the locks go
         last_claim = max((i for i, b in enumerate(batches) if b.claims), default=-1)
