@@ -60,9 +60,9 @@ class FlakyStore(Store):
     def update(self, plan):
         return self.inner.update(plan)
 
-    def watch(self, cluster, start_revision=None, known=()):
+    def watch(self, cluster, start_revision=None, known=(), node=None):
         self._check()
-        watch = self.inner.watch(cluster, start_revision, known)
+        watch = self.inner.watch(cluster, start_revision, known, node)
         self._watches.append(watch)
         return _FailingWatch(watch, self)
 
