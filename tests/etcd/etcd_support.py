@@ -82,3 +82,14 @@ def lock_holder(client, queue: str, **kwargs) -> bytes | None:
     """The "pid@host" of the writer that holds a lock, None when it is free."""
     queued = lock_queue(client, queue, **kwargs)
     return queued[0][0] if queued else None
+
+
+def enable_auth(etcd: EtcdCluster, password: str) -> None:
+    """Turn etcd's auth on: user netplan, with this password, may read and write /netplan/
+    only."""
+    etcd.etcdctl("user", "add", "root:root-pw")
+    etcd.etcdctl("user", "add", f"netplan:{password}")
+    etcd.etcdctl("role", "add", "netplan")
+    etcd.etcdctl("role", "grant-permission", "netplan", "--prefix=true", "readwrite", "/netplan/")
+    etcd.etcdctl("user", "grant-role", "netplan", "netplan")
+    etcd.etcdctl("auth", "enable")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 
-from etcd_support import stored_leases, write_spec
+from etcd_support import enable_auth, stored_leases, write_spec
 from netplan_cli import netplan
 
 PASSWORD = "plain-Pa55"
@@ -25,12 +25,7 @@ def test_an_allocate_that_writes_nothing_leaves_no_lock_behind(etcd, tmp_path):
 
 def test_user_and_password_auth_works_without_tls(etcd, tmp_path):
     """gRPC sends call credentials over TLS only: the token goes as plain metadata."""
-    etcd.etcdctl("user", "add", "root:root-pw")
-    etcd.etcdctl("user", "add", f"netplan:{PASSWORD}")
-    etcd.etcdctl("role", "add", "netplan")
-    etcd.etcdctl("role", "grant-permission", "netplan", "--prefix=true", "readwrite", "/netplan/")
-    etcd.etcdctl("user", "grant-role", "netplan", "netplan")
-    etcd.etcdctl("auth", "enable")
+    enable_auth(etcd, PASSWORD)
     spec = write_spec(tmp_path / "s.yaml", "demo", ["a", "b"])
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NETPLAN_")},
            "NETPLAN_ETCD_PASSWORD": PASSWORD}

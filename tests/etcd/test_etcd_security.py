@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from etcd_server import EtcdCluster, Tls
-from etcd_support import lock_holder, stored_leases, write_spec
+from etcd_support import enable_auth, lock_holder, stored_leases, write_spec
 from netplan_cli import netplan
 
 from ipam.store import StoreOptions, open_store
@@ -73,12 +73,7 @@ def secure_etcd(tmp_path):
     """etcd with TLS, client certificates required, and auth: user netplan may read and
     write /netplan/ only."""
     etcd = EtcdCluster(tmp_path / "etcd", tls=make_pki(tmp_path / "pki")).start()
-    etcd.etcdctl("user", "add", "root:root-pw")
-    etcd.etcdctl("user", "add", f"netplan:{PASSWORD}")
-    etcd.etcdctl("role", "add", "netplan")
-    etcd.etcdctl("role", "grant-permission", "netplan", "--prefix=true", "readwrite", "/netplan/")
-    etcd.etcdctl("user", "grant-role", "netplan", "netplan")
-    etcd.etcdctl("auth", "enable")
+    enable_auth(etcd, PASSWORD)
     yield etcd
     etcd.stop()
 
