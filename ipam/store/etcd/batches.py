@@ -8,9 +8,11 @@ whatever batch a run dies after:
   (a node that leaves may lose its entry before its lease: read, that is a kept node, and
   the next run completes). When the pages take more than one batch, a node may be named by
   a new page and an old one not yet deleted: the page written last wins;
-- a node's deletes, creates and the history of the CIDRs it frees share a batch, and so do
-  all nodes a CIDR moves between (it is freed in the batch that hands it out again), so no
-  node is half-applied, no CIDR is held twice and no freed CIDR loses its history;
+- a node's deletes, creates and the history of the CIDRs it frees share a batch, so no node
+  is half-applied and no freed CIDR loses its history; a node that takes an address another
+  node frees (the same CIDR, or one that covers or lies in it, when a mask or a pool changed)
+  comes in the same batch or a later one, and nodes that take each other's addresses share
+  a batch, so no two leases ever overlap;
 - a lease still at a key of the old layout moves to its new key in its node's batch.
 A batch that writes the record, or a node page with addresses its nodes did not have,
 claims ranges: it goes through the store's global guard (store.py).
@@ -18,6 +20,8 @@ claims ranges: it goes through the store's global guard (store.py).
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from ipam.allocation import Lease
@@ -69,26 +73,68 @@ def _page_ops(keys: Keys, cluster: str, pages: dict[str, Page | None], meta: Met
 
 
 def _movers(write: ClusterWrite) -> list[list[str]]:
-    """The nodes of a write in groups that must land together: a node joins every node
-    that takes a CIDR it frees (union-find); every other node is a group of its own."""
-    parent: dict[str, str] = {}
-
-    def find(node: str) -> str:
-        parent.setdefault(node, node)
-        while parent[node] != node:
-            parent[node] = parent[parent[node]]
-            node = parent[node]
-        return node
-
-    freed_by = {(x.pool, x.cidr): x.node for x in write.delete}
+    """The nodes of a write in groups, in the order they must land: a node that takes an
+    address (a CIDR, or one that covers or lies in it: a mask or pool changed) that another
+    node frees lands with it or after it, so that no two leases ever overlap in the store;
+    nodes that take each other's addresses (a cycle) land together. Every other node is a
+    group of its own. Ties go by node name."""
+    nodes = sorted({x.node for x in write.delete} | {x.node for x in write.create})
+    # The freed CIDRs of a store do not overlap, so sorted by first address their ends rise.
+    freed = sorted((x.cidr.version, x.cidr.first, x.cidr.last, x.node) for x in write.delete)
+    starts = [(version, first) for version, first, _, _ in freed]
+    takers: dict[str, set[str]] = {node: set() for node in nodes}  # frees -> must come after
     for x in write.create:
-        other = freed_by.get((x.pool, x.cidr))
-        if other is not None:
-            parent[find(x.node)] = find(other)
-    members: dict[str, list[str]] = {}
-    for node in sorted({x.node for x in write.delete} | {x.node for x in write.create}):
-        members.setdefault(find(node) if node in parent else node, []).append(node)
-    return list(members.values())
+        cidr = x.cidr
+        i = bisect.bisect_right(starts, (cidr.version, cidr.last))
+        while i > 0 and freed[i - 1][0] == cidr.version and freed[i - 1][2] >= cidr.first:
+            if freed[i - 1][3] != x.node:
+                takers[freed[i - 1][3]].add(x.node)
+            i -= 1
+    return _components(nodes, takers)
+
+
+def _components(nodes: list[str], after: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of the graph (Tarjan's algorithm, without
+    recursion: a cluster may have 65,536 nodes), each sorted, in topological order."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []  # sinks first, as Tarjan's algorithm finds them
+
+    def visit(node: str) -> tuple[str, Iterator[str]]:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        return node, iter(sorted(after[node]))
+
+    for root in nodes:
+        if root in index:
+            continue
+        work = [visit(root)]
+        while work:
+            node, edges = work[-1]
+            for other in edges:
+                if other not in index:
+                    work.append(visit(other))
+                    break
+                if other in on_stack:
+                    low[node] = min(low[node], index[other])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    found.append(sorted(component))
+    return found[::-1]
 
 
 def plan_batches(keys: Keys, write: ClusterWrite, meta: Meta,

@@ -83,6 +83,11 @@ class MemoryKV(KV):
         """The lease runs out, as if its holder had died."""
         self._end_lease(lease_id)
 
+    def expire_all(self) -> None:
+        """Every lease runs out, as when the writers that held them died."""
+        for lease_id in list(self._leases):
+            self._end_lease(lease_id)
+
     def keys(self, prefix: str = "") -> dict[str, bytes]:
         """Every live key starting with prefix and its value."""
         with self._lock:
@@ -91,8 +96,13 @@ class MemoryKV(KV):
 
     # --- reading ---------------------------------------------------------------------------
 
+    @property
+    def is_cut(self) -> bool:
+        """Whether the writes cut_after allowed are spent: every call fails."""
+        return self._writes_left is not None and self._writes_left <= 0
+
     def _check_up(self) -> None:
-        if self._writes_left is not None and self._writes_left <= 0:
+        if self.is_cut:
             raise StoreUnavailable(f"etcd {self.where}: no endpoint answered (cut)")
 
     def _now(self, key: str) -> StoredKey | None:
