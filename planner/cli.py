@@ -23,10 +23,10 @@ from ipam.state import ClusterWrite, Snapshot
 from ipam.store import Store, StoreOptions, open_store
 from planner.routing import topology_of, topology_summary
 from bgp import render_bird, render_exabgp
-from planner.files import read_spec, write_private
+from planner.files import write_private
 from planner import speaker_cli
 from planner.capacity import DEFAULT_HORIZON_MONTHS, KUBELET_MAX_PODS
-from planner.spec import Spec, load_spec_text
+from planner.spec import load_spec_file
 
 # What only some commands use is imported by them: rich, the planner, the reports and
 # pictures cost a `netplan speaker` (a node's restart) about 40 ms, and it needs none of it.
@@ -91,11 +91,6 @@ OutOpt = Annotated[Output, typer.Option("--output", "-o", help="Output format.")
 DEFAULT_STORE = "./netplan.db"
 
 
-def _load_spec(path: str) -> Spec:
-    """The spec in a file or on standard input (`-`), read up to planner.files.SPEC_LIMIT."""
-    return load_spec_text(read_spec(path), path)
-
-
 def _store(url: str) -> Store:
     return open_store(url, _store_options)
 
@@ -155,7 +150,7 @@ def _plan_command(spec_path: str, store_url: str, output: Output, keep_removed: 
     from planner.progress import working
 
     with working(_err(), "reading the spec", quiet=output is not Output.table) as phase:
-        spec = _load_spec(spec_path)
+        spec = load_spec_file(spec_path)
         phase(f"planning {len(spec.nodes):,} nodes")
         with _store(store_url) as store:
             if apply:
@@ -313,7 +308,7 @@ def topology(
     from planner.progress import working
 
     with working(_err(), "reading the spec", quiet=output is not TopologyFormat.table) as phase:
-        spec = _load_spec(file)
+        spec = load_spec_file(file)
         phase(f"planning the BGP sessions of {len(spec.nodes):,} nodes")
         topo = topology_of(spec)
     if output is TopologyFormat.json:
@@ -369,7 +364,7 @@ def render(
     from planner.plan import build_plan
     from planner.progress import working
 
-    spec = _load_spec(file)
+    spec = load_spec_file(file)
     if target in DAEMONS:
         if output is not None:
             raise InvalidInput("--output", output.value, f"is not an option of render "
@@ -454,7 +449,7 @@ def map_command(
     from planner.progress import working
 
     with working(_err(), "reading the spec") as phase:
-        spec = _load_spec(file)
+        spec = load_spec_file(file)
         phase(f"planning {len(spec.nodes):,} nodes")
         with _store(store) as s:
             snapshot = s.snapshot()
@@ -505,7 +500,7 @@ def capacity(
 
     per_month = parse_growth(growth)
     with working(_err(), "reading the spec", quiet=output is CapacityFormat.json) as phase:
-        spec = _load_spec(file)
+        spec = load_spec_file(file)
         phase(f"planning {len(spec.nodes):,} nodes")
         with _store(store) as s:
             snapshot = s.snapshot()

@@ -6,13 +6,13 @@ Every error is an `InvalidInput` naming the field path (`pools[0].cidr`) and the
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from ipam.errors import InvalidInput
+from planner.files import read_spec
 from ipam.net import Address, Cidr, parse_address, parse_cidr
 from ipam.pool import Pool
 
@@ -140,16 +140,9 @@ class _StrictLoader(_BaseLoader):
 
 
 def load_spec_file(path: str) -> Spec:
-    """The spec in a file; `-`: on standard input (`netplan init | netplan plan -f -`)."""
-    try:
-        if path == "-":
-            raw = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as f:
-                raw = f.read()
-    except OSError as exc:
-        raise InvalidInput("spec", path, f"cannot be read: {exc.strerror or exc}") from None
-    return load_spec_text(raw, path)
+    """The spec in a file; `-`: on standard input (`netplan init | netplan plan -f -`), read
+    up to planner.files.SPEC_LIMIT."""
+    return load_spec_text(read_spec(path), path)
 
 
 def load_spec_text(raw: bytes | str, source: str = "spec") -> Spec:

@@ -186,6 +186,12 @@ def test_a_spec_larger_than_the_limit_is_refused(netplan):
     assert line == "error: spec: '/dev/zero' is larger than 16 MiB", line
 
 
+def test_the_speaker_refuses_a_spec_larger_than_the_limit_too(netplan):
+    r = netplan("speaker", "-f", "/dev/zero", "--node", "node-a", "--store", "memory:")
+    line = assert_one_error_line(r, 2)
+    assert line == "error: spec: '/dev/zero' is larger than 16 MiB", line
+
+
 def test_a_spec_on_standard_input_larger_than_the_limit_is_refused(netplan):
     r = netplan("plan", "-f", "-", "--store", "memory:", stdin=b"\0" * (SPEC_LIMIT + 1))
     line = assert_one_error_line(r, 2)
