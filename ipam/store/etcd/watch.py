@@ -12,6 +12,7 @@ per lease, so that a consumer sees a lease go only when no key of the revision k
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections import deque
@@ -21,10 +22,35 @@ from ipam.allocation import Lease
 from ipam.errors import StoreError, StoreUnavailable
 from ipam.store.base import LeaseEvent, ResyncingWatch
 from ipam.store.codec import lease_from_json
-from ipam.store.etcd.kv import KV, Compacted, StreamLost, WatchEvent, prefix_end, read_all
+from ipam.store.etcd.kv import (
+    KV,
+    Compacted,
+    Range,
+    StreamLost,
+    WatchEvent,
+    prefix_end,
+    read_all,
+)
 from ipam.store.etcd.layout import Keys
 
 _CLOSED = object()
+
+
+def _at_old_keys(kv: KV, keys: Keys, cluster: str, node: str) -> bool:
+    """Whether a lease of the node still stands at its key of the old layout,
+    `<cluster>/leases/<pool>/<node>` (a write of the cluster moves it): such a node is
+    watched with the whole cluster, filtered, and any other alone. Two small reads, the
+    record for its pools and their old keys, whatever the size of the cluster."""
+    _, record = kv.range(keys.of(cluster, "record"))
+    if not record.kvs:
+        return False
+    try:
+        pools = [p["name"] for p in json.loads(record.kvs[0].value)["pools"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"etcd key {keys.of(cluster, 'record')}: malformed value ({exc})"
+                         ) from exc
+    reply = kv.txn([], [Range(keys.of(cluster, "leases", pool, node)) for pool in pools])
+    return any(r.kvs for r in reply.replies)
 
 
 class EtcdWatch(ResyncingWatch):
@@ -40,16 +66,9 @@ class EtcdWatch(ResyncingWatch):
         self._cancel: Callable[[], None] | None = None
         self._closed = False
         self._lock = threading.Lock()
-        everything = keys.node_leases(cluster)
-        self._prefix = everything
-        if node is not None:
-            # A node whose leases all stand at their keys of today's layout is watched
-            # alone; one with a lease at an old key (not yet moved by a write) with the
-            # whole cluster, filtered.
-            _, kvs = read_all(kv, everything)
-            mine = [kv for kv in kvs if lease_from_json(kv.value).node == node]
-            if all(kv.key.decode() == keys.lease(lease_from_json(kv.value)) for kv in mine):
-                self._prefix = keys.node_leases(cluster, node)
+        self._prefix = keys.node_leases(cluster)
+        if node is not None and not _at_old_keys(kv, keys, cluster, node):
+            self._prefix = keys.node_leases(cluster, node)
         # What the consumer holds once it took every event so far (lease -> lease).
         self._leases = {x: x for x in known if self._mine(x)}
         if start_revision is None:
