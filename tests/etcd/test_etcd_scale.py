@@ -76,63 +76,6 @@ def test_node_pages_follow_the_spec_and_leave_with_their_nodes(etcd, tmp_path):
     store.close()
 
 
-def test_a_node_that_joins_rewrites_its_own_page_only(etcd, tmp_path):
-    names = [f"node-{i:04d}" for i in range(1000)]
-    spec = write_spec(tmp_path / "s.yaml", "demo", names)
-    assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
-    before = {k: v for k, v in _keys(etcd, "/netplan/demo/nodes/").items()}
-    sizes = [len(json.loads(v)) for v in before.values()]
-    assert sum(sizes) == 1000 and 5 <= len(sizes) <= 50, sizes
-    starts = sorted(n for n in names if zlib.crc32(n.encode()) % 64 == 0)
-    assert sorted(k.rsplit("/", 1)[1] for k in before) == sorted({names[0], *starts})
-
-    # A node that sorts among the others, but last in the spec: only the page holding it
-    # changes, every other page stays byte for byte (node, index and addresses alike).
-    joining = "node-0500a"
-    assert zlib.crc32(joining.encode()) % 64  # joins a page, starts none
-    spec = write_spec(tmp_path / "s.yaml", "demo", [*names, joining])
-    assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
-    after = _keys(etcd, "/netplan/demo/nodes/")
-    changed = [k for k in after if after[k] != before.get(k)]
-    assert len(changed) == 1 and joining in json.loads(after[changed[0]])
-    assert after.keys() == before.keys()
-
-
-def test_a_new_nodes_address_goes_through_the_global_guard(etcd, tmp_path):
-    spec = write_spec(tmp_path / "s.yaml", "demo", ["a"])
-    assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
-    with etcd.client() as client:
-        guard = client.get("/netplan/_guard")[1].mod_revision
-    # The record key does not change; the new node's address is a claim all the same.
-    spec = write_spec(tmp_path / "s.yaml", "demo", ["a", "b"])
-    assert netplan("allocate", "-f", spec, "--store", etcd.url).returncode == 0
-    with etcd.client() as client:
-        assert client.get("/netplan/_guard")[1].mod_revision > guard
-
-
-def _entries(etcd, cluster: str) -> dict[str, dict]:
-    return {node: entry for page in _pages(etcd, cluster).values() for node, entry in page.items()}
-
-
-def test_kept_nodes_keep_their_entries_while_other_specs_come_and_go(etcd, tmp_path):
-    groups = {g: [f"{g}-{i:03d}" for i in range(size)] for g, size in zip("abc", (60, 50, 40))}
-    for offset, g in enumerate("abc"):
-        spec = write_spec(tmp_path / f"{g}.yaml", "demo", groups[g], offset=offset * 100)
-        assert netplan("allocate", "-f", spec, "--store", etcd.url,
-                       "--keep-removed").returncode == 0
-        if g == "b":
-            kept_a = {n: e for n, e in _entries(etcd, "demo").items() if n.startswith("a-")}
-    entries = _entries(etcd, "demo")
-    # a's nodes, kept since b's run, are written as they were then: c's run left them be.
-    assert {n: e for n, e in entries.items() if n.startswith("a-")} == kept_a
-    assert all(e["kept"] is True for e in kept_a.values())
-    assert all("kept" not in entries[n] for n in groups["c"])
-    with open_store(etcd.url, StoreOptions()) as store:
-        record = store.snapshot().clusters["demo"].record
-    assert record.kept == tuple(groups["a"] + groups["b"])
-    assert [n for n, _ in record.router_ids] == groups["c"] + groups["a"] + groups["b"]
-
-
 def big_spec(path, cluster: str, names: list[str]) -> Path:
     """A spec of many nodes in one IPv4 /8 pool (addresses from 100.64.0.1), no BGP."""
     first = ipaddress.ip_address("100.64.0.1")
