@@ -7,15 +7,13 @@ running etcd, and nothing leaves the machine.
 
 from __future__ import annotations
 
-import datetime
 import os
 
 import pytest
 from cli_support import BASE_SPEC, assert_one_error_line, derive
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from pki import self_signed_ca
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 PASSWORD = "s3cret-Pa55"
 # Loopback ports that refuse connections, so an accepted etcd URL fails fast with exit 3.
@@ -80,15 +78,7 @@ def test_etcd_url_forms_are_taken(netplan, family, scheme):
 def _pair(d, name: str) -> tuple[str, str]:
     """A self-signed certificate and its key, PEM, as name.pem and name-key.pem in d;
     their paths relative to the test's directory (error lines cut values at 80 characters)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    key, cert = self_signed_ca(name)
     cert_path, key_path = d / f"{name}.pem", d / f"{name}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,

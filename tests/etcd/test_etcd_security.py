@@ -14,6 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from etcd_server import EtcdCluster, Tls
 from etcd_support import enable_auth, lock_holder, stored_leases, write_spec
 from netplan_cli import netplan
+from pki import self_signed_ca
 
 from ipam.store import StoreOptions, open_store
 from planner.plan import build_plan
@@ -46,15 +47,8 @@ def _issue(path, name: str, ca_key, ca_name, key, usage, san=None) -> None:
 def make_pki(d) -> Tls:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, all PEM."""
     d.mkdir()
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "netplan test CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca_key, ca = self_signed_ca("netplan test CA")
+    ca_name = ca.subject
     (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
         ec.SECP256R1())
