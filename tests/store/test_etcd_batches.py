@@ -49,3 +49,14 @@ def test_a_mask_change_cut_after_any_batch_leaves_no_overlap(before, after):
             break
     assert batches > 3  # the run did take several transactions to cut between
 
+
+
+def test_nodes_that_move_nothing_between_them_land_in_name_order():
+    """Watchers see a revision's events in the order of its transaction's operations."""
+    kv = MemoryKV()
+    store = EtcdStore("etcd://memory", StoreOptions(), kv=kv)
+    nodes = [f"n{i:02d}" for i in range(30)]
+    events: list = []
+    kv.watch("/netplan/demo/leases/", "/netplan/demo/leases0", 0, events.extend)
+    store.update(allocate("demo", nodes[::-1], pool=WIDE))
+    assert [e.key.decode().split("/")[4] for e in events] == nodes

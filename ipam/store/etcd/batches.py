@@ -21,6 +21,7 @@ claims ranges: it goes through the store's global guard (store.py).
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -100,7 +101,7 @@ def _components(nodes: list[str], after: dict[str, set[str]]) -> list[list[str]]
     low: dict[str, int] = {}
     stack: list[str] = []
     on_stack: set[str] = set()
-    found: list[list[str]] = []  # sinks first, as Tarjan's algorithm finds them
+    found: list[list[str]] = []
 
     def visit(node: str) -> tuple[str, Iterator[str]]:
         index[node] = low[node] = len(index)
@@ -134,7 +135,28 @@ def _components(nodes: list[str], after: dict[str, set[str]]) -> list[list[str]]
                         if member == node:
                             break
                     found.append(sorted(component))
-    return found[::-1]
+    # Topological order of the components, by name where the graph leaves it open
+    # (Kahn's algorithm on a heap): the nodes of a plain run land in name order.
+    component_of = {node: i for i, component in enumerate(found) for node in component}
+    needs = [0] * len(found)
+    then: list[set[int]] = [set() for _ in found]
+    for node, others in after.items():
+        for other in others:
+            a, b = component_of[node], component_of[other]
+            if a != b and b not in then[a]:
+                then[a].add(b)
+                needs[b] += 1
+    ready = [(component[0], i) for i, component in enumerate(found) if not needs[i]]
+    heapq.heapify(ready)
+    ordered = []
+    while ready:
+        _, i = heapq.heappop(ready)
+        ordered.append(found[i])
+        for j in then[i]:
+            needs[j] -= 1
+            if not needs[j]:
+                heapq.heappush(ready, (found[j][0], j))
+    return ordered
 
 
 def plan_batches(keys: Keys, write: ClusterWrite, meta: Meta,
