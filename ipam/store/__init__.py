@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ipam.errors import InvalidInput
-from ipam.store.base import LeaseEvent, LeaseWatch, Store
+from ipam.store.base import LeaseEvent, LeaseWatch, Store, StoreOptions
 from ipam.store.tls import check_tls_files
 from ipam.store.url import parse_store_url
 
 __all__ = ["LeaseEvent", "LeaseWatch", "Store", "StoreOptions", "open_store"]
-
-
-@dataclass(frozen=True, slots=True)
-class StoreOptions:
-    """Connection settings that only some back ends use (etcd)."""
-
-    etcd_prefix: str = "/netplan"
-    etcd_ca: str | None = None
-    etcd_cert: str | None = None
-    etcd_key: str | None = None
-    # TLS asked for by the URL's scheme (https://, etcd+https://), with the system's roots
-    # when there is no etcd_ca; the TLS files alone ask for it too.
-    etcd_tls: bool = False
-    etcd_user: str | None = None
-    etcd_password: str | None = None  # from $NETPLAN_ETCD_PASSWORD, never printed
-    timeout: float = 5.0  # seconds to wait for an answer before the store counts as down
 
 
 def open_store(url: str, options: StoreOptions | None = None) -> Store:

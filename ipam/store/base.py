@@ -23,6 +23,22 @@ R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """Connection settings that only some back ends use (etcd)."""
+
+    etcd_prefix: str = "/netplan"
+    etcd_ca: str | None = None
+    etcd_cert: str | None = None
+    etcd_key: str | None = None
+    # TLS asked for by the URL's scheme (https://, etcd+https://), with the system's roots
+    # when there is no etcd_ca; the TLS files alone ask for it too.
+    etcd_tls: bool = False
+    etcd_user: str | None = None
+    etcd_password: str | None = None  # from $NETPLAN_ETCD_PASSWORD, never printed
+    timeout: float = 5.0  # seconds to wait for an answer before the store counts as down
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseEvent:
     """One lease change of a cluster: `put` (the lease exists from now on) or `delete`."""
 

@@ -42,7 +42,7 @@ from ipam.allocation import Lease
 from ipam.errors import InvalidInput, StoreConflict, StoreUnavailable
 from ipam.gcpause import gc_paused
 from ipam.state import ClusterWrite, Snapshot
-from ipam.store.base import LeaseWatch, R, SharedStore, Store, TtlStore
+from ipam.store.base import LeaseWatch, R, SharedStore, Store, StoreOptions, TtlStore
 from ipam.store.etcd import layout
 from ipam.store.etcd.batches import Batch, forget_ops, plan_batches
 from ipam.store.etcd.kv import KV, PAGE, Compare, Delete, Op, Put, Range, prefix_end, read_all
@@ -124,7 +124,7 @@ class _Run:
 
 
 class EtcdStore(Store, SharedStore, TtlStore):
-    def __init__(self, url: str, options, kv: KV | None = None) -> None:
+    def __init__(self, url: str, options: StoreOptions, kv: KV | None = None) -> None:
         """url: etcd://HOST:PORT[,...]; kv: the key-value layer to use instead of the
         endpoints the url names (tests: memory_kv.MemoryKV)."""
         self.url = url
