@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from ipam.errors import StoreUnavailable
@@ -157,7 +158,7 @@ class GrpcKV(KV):
         if self._secure and self._credentials is None:
             ca, key, cert = self._tls
             self._credentials = grpc.ssl_channel_credentials(
-                *(open(path, "rb").read() if path else None for path in (ca, key, cert)))
+                *(Path(path).read_bytes() if path else None for path in (ca, key, cert)))
         host, port = self.endpoints[i]
         # time_retry=0: pyetcd must not shelve the endpoint itself; failover happens here.
         endpoint = pyetcd.Endpoint(host, port, secure=self._secure, creds=self._credentials,

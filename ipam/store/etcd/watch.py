@@ -12,7 +12,6 @@ per lease, so that a consumer sees a lease go only when no key of the revision k
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections import deque
@@ -21,7 +20,7 @@ from collections.abc import Callable, Iterable
 from ipam.allocation import Lease
 from ipam.errors import StoreError, StoreUnavailable
 from ipam.store.base import LeaseEvent, ResyncingWatch
-from ipam.store.codec import lease_from_json
+from ipam.store.codec import lease_from_json, record_from_json
 from ipam.store.etcd.kv import (
     KV,
     Compacted,
@@ -45,7 +44,7 @@ def _at_old_keys(kv: KV, keys: Keys, cluster: str, node: str) -> bool:
     if not record.kvs:
         return False
     try:
-        pools = [p["name"] for p in json.loads(record.kvs[0].value)["pools"]]
+        pools = [p.pool.name for p in record_from_json(record.kvs[0].value).pools]
     except (ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"etcd key {keys.of(cluster, 'record')}: malformed value ({exc})"
                          ) from exc
